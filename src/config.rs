@@ -1,0 +1,419 @@
+//! Configuration: flags, `SHARDCAST_*` environment variables, an optional TOML
+//! file, embedded defaults, dev mode and validation (`ConfigError`).
+//!
+//! Precedence, highest first: command-line flag, environment variable, TOML
+//! file (`--config FILE`), embedded default. Every limit is a named setting; an
+//! invalid value is reported as one line naming its key, and `main` exits 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// The fixed dev-mode JWT secret. Only ever used on a loopback address.
+pub const DEV_JWT_SECRET: &str = "shardcast-dev-secret-NOT-FOR-PRODUCTION";
+/// The fixed dev-mode API key for the publish API. Only ever used on loopback.
+pub const DEV_API_KEY: &str = "shardcast-dev-api-key";
+/// Default listen address in dev mode (no secret configured).
+pub const DEV_LISTEN: &str = "127.0.0.1:8080";
+/// Default listen address when a secret is configured.
+pub const PROD_LISTEN: &str = "0.0.0.0:8080";
+
+/// A configuration value that cannot be used. `key` is the setting's name as
+/// it appears in the TOML file (flags and env vars use the same name).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value has the wrong form or is out of range.
+    #[error("invalid config: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    /// The `--config` file cannot be read or parsed.
+    #[error("invalid config: config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `shardcast serve` flags. Each is also read from `SHARDCAST_<NAME>` and from
+/// the TOML file key `<name>` (dashes become underscores).
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys use underscores).
+    #[arg(long, env = "SHARDCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080 in dev mode, else 0.0.0.0:8080).
+    #[arg(long, env = "SHARDCAST_LISTEN")]
+    pub listen: Option<String>,
+    /// Number of shards (one pinned executor each); default: all cores.
+    #[arg(long, env = "SHARDCAST_SHARDS")]
+    pub shards: Option<usize>,
+    /// Listen backlog of each shard's socket.
+    #[arg(long, env = "SHARDCAST_BACKLOG")]
+    pub backlog: Option<u32>,
+    /// Largest HTTP request head (request line + headers), bytes; over it: 431.
+    #[arg(long, env = "SHARDCAST_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Most header lines in one request; over it: 431.
+    #[arg(long, env = "SHARDCAST_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+    /// Largest HTTP request body, bytes; over it: 413.
+    #[arg(long, env = "SHARDCAST_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Time allowed for one HTTP request or handshake, and keep-alive idle time (e.g. 10s).
+    #[arg(long, env = "SHARDCAST_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<String>,
+    /// Largest WebSocket message a client may send, bytes; over it: close 1009.
+    #[arg(long, env = "SHARDCAST_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most bytes queued for one connection before its slow-consumer policy applies.
+    #[arg(long, env = "SHARDCAST_MAX_QUEUE_BYTES")]
+    pub max_queue_bytes: Option<usize>,
+    /// Interval of server pings to each connection (e.g. 25s).
+    #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    /// A peer silent for this long is closed (e.g. 60s).
+    #[arg(long, env = "SHARDCAST_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// How long to wait for the peer's close frame after sending ours.
+    #[arg(long, env = "SHARDCAST_CLOSE_TIMEOUT")]
+    pub close_timeout: Option<String>,
+    /// On SIGTERM/SIGINT, how long to wait for connections to close before exiting.
+    #[arg(long, env = "SHARDCAST_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+    /// HS256 secret for client JWTs. Without it the server runs in dev mode.
+    #[arg(long, env = "SHARDCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// API key for the publish API.
+    #[arg(long, env = "SHARDCAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Comma-separated browser origins allowed to connect (`https://*.example.com` allowed).
+    #[arg(long, env = "SHARDCAST_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Comma-separated client types served on /ws/{client_type}.
+    #[arg(long, env = "SHARDCAST_CLIENT_TYPES")]
+    pub client_types: Option<String>,
+    /// Serve /ws/echo (no auth; for conformance tests only).
+    #[arg(long, env = "SHARDCAST_ECHO")]
+    pub echo: bool,
+    /// Log format.
+    #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `shardcast=debug`).
+    #[arg(long, env = "SHARDCAST_LOG")]
+    pub log: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    shards: Option<usize>,
+    backlog: Option<u32>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_bytes: Option<usize>,
+    handshake_timeout: Option<String>,
+    max_message_bytes: Option<usize>,
+    max_queue_bytes: Option<usize>,
+    heartbeat_interval: Option<String>,
+    idle_timeout: Option<String>,
+    close_timeout: Option<String>,
+    drain_timeout: Option<String>,
+    jwt_secret: Option<String>,
+    api_key: Option<String>,
+    allowed_origins: Option<String>,
+    client_types: Option<String>,
+    echo: Option<bool>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+}
+
+/// Validated server configuration, shared read-only by every shard.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub backlog: u32,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub max_queue_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub idle_timeout: Duration,
+    pub close_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub jwt_secret: String,
+    pub api_key: String,
+    pub allowed_origins: Vec<String>,
+    pub client_types: Vec<String>,
+    pub echo: bool,
+    /// True when no JWT secret was configured: loopback only, fixed dev secrets.
+    pub dev_mode: bool,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+/// Secrets are never printed, not even in debug output.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("shards", &self.shards)
+            .field("dev_mode", &self.dev_mode)
+            .field("echo", &self.echo)
+            .field("jwt_secret", &"<redacted>")
+            .field("api_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Merges flags/env over the TOML file over defaults, and validates.
+    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($name:ident) => {
+                args.$name.or(file.$name)
+            };
+        }
+        let jwt_secret = pick!(jwt_secret).filter(|s| !s.is_empty());
+        let dev_mode = jwt_secret.is_none();
+        let listen_text =
+            pick!(listen).unwrap_or_else(|| if dev_mode { DEV_LISTEN } else { PROD_LISTEN }.to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| invalid("listen", format!("'{listen_text}' is not an IP:PORT address")))?;
+        if dev_mode && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "refusing dev mode on non-loopback address {listen}: no jwt_secret is \
+                     configured; set --jwt-secret (or SHARDCAST_JWT_SECRET) and --api-key, \
+                     or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        let api_key = match pick!(api_key).filter(|s| !s.is_empty()) {
+            Some(key) => key,
+            None if dev_mode => DEV_API_KEY.to_string(),
+            None => {
+                return Err(invalid(
+                    "api_key",
+                    "required when jwt_secret is set (the dev API key is only used in dev mode)",
+                ))
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = pick!(shards).unwrap_or(cores);
+        if shards == 0 || shards > 1024 {
+            return Err(invalid("shards", format!("{shards} is not in 1..=1024")));
+        }
+        let client_types = list(pick!(client_types).as_deref()).unwrap_or_else(|| {
+            ["user", "shop", "admin", "pico", "esp32cam"]
+                .map(String::from)
+                .into()
+        });
+        for t in &client_types {
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    "client_types",
+                    format!("'{t}' may only use [A-Za-z0-9_-]"),
+                ));
+            }
+        }
+        let config = Config {
+            listen,
+            shards,
+            backlog: positive("backlog", pick!(backlog).unwrap_or(4096))?,
+            max_header_bytes: at_least("max_header_bytes", pick!(max_header_bytes).unwrap_or(8192), 256)?,
+            max_headers: at_least("max_headers", pick!(max_headers).unwrap_or(64), 8)?,
+            max_body_bytes: at_least("max_body_bytes", pick!(max_body_bytes).unwrap_or(1 << 20), 1)?,
+            handshake_timeout: duration("handshake_timeout", pick!(handshake_timeout), "10s")?,
+            max_message_bytes: at_least(
+                "max_message_bytes",
+                pick!(max_message_bytes).unwrap_or(64 << 10),
+                125,
+            )?,
+            max_queue_bytes: at_least("max_queue_bytes", pick!(max_queue_bytes).unwrap_or(1 << 20), 1024)?,
+            heartbeat_interval: duration("heartbeat_interval", pick!(heartbeat_interval), "25s")?,
+            idle_timeout: duration("idle_timeout", pick!(idle_timeout), "60s")?,
+            close_timeout: duration("close_timeout", pick!(close_timeout), "5s")?,
+            drain_timeout: duration("drain_timeout", pick!(drain_timeout), "10s")?,
+            jwt_secret: jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.to_string()),
+            api_key,
+            allowed_origins: list(pick!(allowed_origins).as_deref()).unwrap_or_default(),
+            client_types,
+            echo: args.echo || file.echo.unwrap_or(false),
+            dev_mode,
+            log_format: pick!(log_format).unwrap_or(LogFormat::Human),
+            log: pick!(log).unwrap_or_else(|| "info".to_string()),
+        };
+        if config.idle_timeout <= config.heartbeat_interval {
+            return Err(invalid(
+                "idle_timeout",
+                "must be longer than heartbeat_interval, or healthy idle clients are closed",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.clone(),
+        reason: e.message().to_string(),
+    })
+}
+
+fn list(text: Option<&str>) -> Option<Vec<String>> {
+    text.map(|t| {
+        t.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+}
+
+fn positive(key: &'static str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(value)
+}
+
+fn at_least(key: &'static str, value: usize, min: usize) -> Result<usize, ConfigError> {
+    if value < min {
+        return Err(invalid(key, format!("{value} is below the minimum {min}")));
+    }
+    Ok(value)
+}
+
+fn duration(key: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.as_deref().unwrap_or(default);
+    match parse_duration(text) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(invalid(
+            key,
+            format!("'{text}' is not a positive duration like 500ms, 10s, 5m, 24h"),
+        )),
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `24h`, `7d`, or bare seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_duration_accepts_units_and_rejects_garbage() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("10x"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn no_secret_means_dev_mode_on_loopback() {
+        let c = Config::from_args(ServeArgs::default()).unwrap();
+        assert!(c.dev_mode);
+        assert_eq!(c.listen.to_string(), DEV_LISTEN);
+        assert_eq!(c.api_key, DEV_API_KEY);
+    }
+
+    #[test]
+    fn dev_mode_refuses_non_loopback() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:9000".into()),
+            ..Default::default()
+        };
+        let err = Config::from_args(args).unwrap_err().to_string();
+        assert!(err.starts_with("invalid config: listen:"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_requires_an_api_key() {
+        let args = ServeArgs {
+            jwt_secret: Some("s3cret".into()),
+            ..Default::default()
+        };
+        let err = Config::from_args(args).unwrap_err().to_string();
+        assert!(err.contains("api_key"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file_values() {
+        let dir = std::env::temp_dir().join(format!("shardcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "shards = 3\nbacklog = 17\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            shards: Some(1),
+            ..Default::default()
+        };
+        let c = Config::from_args(args).unwrap();
+        assert_eq!(c.shards, 1);
+        assert_eq!(c.backlog, 17);
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let args = ServeArgs {
+            jwt_secret: Some("top-secret-value".into()),
+            api_key: Some("key-value".into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = Config::from_args(args).unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("top-secret-value") && !text.contains("key-value"));
+    }
+}

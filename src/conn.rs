@@ -1,0 +1,360 @@
+//! One WebSocket connection: the shared handle other tasks write through
+//! (`Conn`), and the task that drives its socket (`run`): flush queued
+//! frames with vectored sends, read and answer client frames, close.
+//!
+//! Writers never wait: `Conn::send` writes inline when nothing is queued and
+//! only parks the remainder (and wakes the driver) when the socket is full.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use crate::frame::{self, Control, Data, OpCode};
+use crate::protocol::{Message, ProtocolError, Receiver};
+use crate::queue::{Chunk, OutQueue};
+use crate::shard::Shard;
+use crate::sockets::{self, MAX_IOVECS};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Exchanging messages.
+    Open,
+    /// We sent a close frame and wait for the peer's (until the deadline).
+    Closing,
+    /// The close handshake is done: flush what is queued, then drop TCP.
+    Finishing,
+    /// Gone: nothing more is written, the driver ends.
+    Dead,
+}
+
+/// What a connection does with the messages its client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sends every text and binary message back (conformance testing).
+    Echo,
+}
+
+/// The handle of one connection, shared by its driver and by whatever
+/// writes to it (heartbeat, shutdown, fan-out). `fd` is only touched while
+/// the state is not `Dead`: the driver marks it `Dead` before closing the
+/// socket, so a stale handle never writes to a reused descriptor.
+pub struct Conn {
+    /// Key in the shard's connection slab.
+    pub key: usize,
+    fd: RawFd,
+    state: Cell<State>,
+    out: RefCell<OutQueue>,
+    /// The driver's waker while it is parked; taken by the first wake.
+    waker: Cell<Option<Waker>>,
+    /// Shard clock (seconds) of the last byte received.
+    last_seen: Cell<u32>,
+    /// Shard clock of the last heartbeat ping sent.
+    last_ping: Cell<u32>,
+    /// Shard clock after which a `Closing` connection is dropped.
+    close_deadline: Cell<u32>,
+    /// Index into the configured client types, for the per-type counters.
+    pub client_type: Option<usize>,
+}
+
+impl Conn {
+    pub fn new(key: usize, fd: RawFd, now: u32, client_type: Option<usize>) -> Conn {
+        Conn {
+            key,
+            fd,
+            state: Cell::new(State::Open),
+            out: RefCell::new(OutQueue::default()),
+            waker: Cell::new(None),
+            last_seen: Cell::new(now),
+            last_ping: Cell::new(now),
+            close_deadline: Cell::new(u32::MAX),
+            client_type,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state.get()
+    }
+
+    /// Queues a frame for an open connection (dropped otherwise).
+    pub fn send(&self, chunk: Chunk) {
+        if self.state.get() == State::Open {
+            self.push(chunk);
+        }
+    }
+
+    /// Writes inline when nothing is queued; otherwise, or for what the
+    /// socket did not take, appends to the queue. The driver is woken only
+    /// when the queue goes from empty to non-empty: after that it is either
+    /// already woken or waiting for the socket to drain.
+    fn push(&self, chunk: Chunk) {
+        let mut out = self.out.borrow_mut();
+        if !out.is_empty() {
+            out.push(chunk, 0);
+            return;
+        }
+        let bytes = chunk.bytes();
+        let sent = match sockets::send(self.fd, bytes) {
+            Ok(n) if n == bytes.len() => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                drop(out);
+                self.kill();
+                return;
+            }
+        };
+        out.push(chunk, sent);
+        drop(out);
+        self.wake();
+    }
+
+    /// Starts the close handshake: sends close `code`, then waits for the
+    /// peer's close until `deadline` (shard clock).
+    pub fn close(&self, code: u16, reason: &str, deadline: u32) {
+        if self.state.get() == State::Open {
+            self.push(Chunk::Owned(frame::close(code, reason)));
+            self.close_deadline.set(deadline);
+            if self.state.get() == State::Open {
+                self.state.set(State::Closing);
+            }
+            self.wake();
+        }
+    }
+
+    /// Ends the connection now, without a close handshake.
+    pub fn kill(&self) {
+        self.state.set(State::Dead);
+        self.out.borrow_mut().clear();
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Heartbeat and timeouts, called by the shard's sweeper each tick.
+    pub fn tick(&self, now: u32, heartbeat: u32, idle: u32, close_timeout: u32) {
+        match self.state.get() {
+            State::Open if now.saturating_sub(self.last_seen.get()) >= idle => {
+                self.close(1001, "idle timeout", now + close_timeout);
+            }
+            State::Open if now.saturating_sub(self.last_ping.get()) >= heartbeat => {
+                self.last_ping.set(now);
+                self.push(Chunk::Owned(frame::encode(OpCode::Control(Control::Ping), b"")));
+            }
+            State::Closing | State::Finishing if now >= self.close_deadline.get() => self.kill(),
+            _ => {}
+        }
+    }
+}
+
+/// Frames read per wake-up before the driver yields to other connections.
+const READ_BUDGET: usize = 16;
+
+/// Drives one upgraded connection until it closes. `leftover` holds bytes
+/// that arrived after the upgrade request.
+pub async fn run(shard: Rc<Shard>, stream: TcpStream, conn: Rc<Conn>, leftover: Vec<u8>, role: Role) {
+    let mut driver = Driver {
+        rx: Receiver::new(shard.config.max_message_bytes),
+        inbuf: leftover,
+        stream,
+        conn,
+        shard,
+        role,
+    };
+    if !driver.inbuf.is_empty() {
+        let mut pending = std::mem::take(&mut driver.inbuf);
+        let used = driver.consume(&mut pending);
+        pending.drain(..used);
+        driver.inbuf = pending;
+    }
+    poll_fn(|cx| driver.poll(cx)).await;
+    let Driver {
+        stream, conn, shard, ..
+    } = driver;
+    conn.kill();
+    shard.unregister(&conn);
+    // FIN rather than RST where the peer has read everything.
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+}
+
+struct Driver {
+    stream: TcpStream,
+    conn: Rc<Conn>,
+    shard: Rc<Shard>,
+    rx: Receiver,
+    /// Bytes of a frame not yet complete; empty (no allocation) when idle.
+    inbuf: Vec<u8>,
+    role: Role,
+}
+
+impl Driver {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..READ_BUDGET {
+            let write_blocked = self.flush(cx);
+            match self.conn.state() {
+                State::Dead => return Poll::Ready(()),
+                State::Finishing if self.conn.out.borrow().is_empty() => return Poll::Ready(()),
+                _ => {}
+            }
+            // Backpressure: a client whose replies pile up is not read from
+            // until its socket drains.
+            if write_blocked && self.conn.out.borrow().bytes() >= self.shard.config.max_queue_bytes {
+                self.park(cx);
+                return Poll::Pending;
+            }
+            let scratch = self.shard.scratch.clone();
+            let mut scratch = scratch.borrow_mut();
+            match Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..]) {
+                Poll::Pending => {
+                    self.park(cx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.conn.kill();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.conn.last_seen.set(self.shard.clock());
+                    self.receive(&mut scratch[..n]);
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn park(&self, cx: &Context<'_>) {
+        self.conn.waker.set(Some(cx.waker().clone()));
+    }
+
+    /// Writes queued frames, many per syscall. Returns true when the socket
+    /// is full and glommio will wake us once it drains.
+    fn flush(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let mut out = self.conn.out.borrow_mut();
+            if out.is_empty() {
+                return false;
+            }
+            let result = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.io_slices(&mut slices);
+                match sockets::send_vectored(self.stream.as_raw_fd(), &slices[..n]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Let glommio arm write readiness (it retries the send first).
+                        Pin::new(&mut self.stream).poll_write(cx, &slices[0])
+                    }
+                    other => Poll::Ready(other),
+                }
+            };
+            match result {
+                Poll::Ready(Ok(written)) => out.consume(written),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => {
+                    drop(out);
+                    self.conn.kill();
+                    return false;
+                }
+                Poll::Pending => return true,
+            }
+        }
+    }
+
+    /// Handles `n` fresh bytes in `data`, keeping an incomplete frame's tail.
+    fn receive(&mut self, data: &mut [u8]) {
+        if self.inbuf.is_empty() {
+            let used = self.consume(data);
+            if used < data.len() && self.conn.state() != State::Dead {
+                self.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            self.inbuf.extend_from_slice(data);
+            let mut pending = std::mem::take(&mut self.inbuf);
+            let used = self.consume(&mut pending);
+            pending.drain(..used);
+            if !pending.is_empty() {
+                self.inbuf = pending;
+            }
+        }
+    }
+
+    /// Parses and handles whole frames at the start of `data`; returns the
+    /// bytes used. After a protocol error the rest is discarded.
+    fn consume(&mut self, data: &mut [u8]) -> usize {
+        let mut pos = 0;
+        while pos < data.len() {
+            let state = self.conn.state();
+            if matches!(state, State::Finishing | State::Dead) {
+                return data.len();
+            }
+            match self.rx.next(&mut data[pos..]) {
+                Ok(None) => break,
+                Ok(Some((used, message))) => {
+                    pos += used;
+                    if let Some(message) = message {
+                        handle(&self.conn, &self.shard, self.role, state, message);
+                    }
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return data.len();
+                }
+            }
+        }
+        pos
+    }
+
+    fn fail(&self, error: &ProtocolError) {
+        tracing::debug!(conn = self.conn.key, %error, "closing on protocol error");
+        if self.conn.state() == State::Open {
+            let deadline = self.shard.clock() + self.shard.close_timeout_secs();
+            self.conn.close(error.close_code(), error.reason(), deadline);
+        } else {
+            self.conn.kill();
+        }
+    }
+}
+
+/// Acts on one complete message from the client.
+fn handle(conn: &Conn, shard: &Shard, role: Role, state: State, message: Message<'_>) {
+    match (state, message) {
+        (State::Open, Message::Text(payload)) => match role {
+            Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Text), payload))),
+        },
+        (State::Open, Message::Binary(payload)) => match role {
+            Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Binary), payload))),
+        },
+        (State::Open, Message::Ping(payload)) => {
+            conn.send(Chunk::Owned(frame::encode(
+                OpCode::Control(Control::Pong),
+                payload,
+            )));
+        }
+        (State::Open, Message::Close(code, _)) => {
+            // Echo the peer's code; the server then drops TCP first (RFC 6455 §7.1.1).
+            let reply = match code {
+                Some(code) => frame::close(code, ""),
+                None => frame::encode(OpCode::Control(Control::Close), b""),
+            };
+            conn.push(Chunk::Owned(reply));
+            conn.close_deadline
+                .set(shard.clock() + shard.close_timeout_secs());
+            if conn.state() == State::Open {
+                conn.state.set(State::Finishing);
+            }
+        }
+        (State::Closing, Message::Close(..)) => conn.state.set(State::Finishing),
+        // Pongs only refresh liveness; data after our close frame is ignored.
+        _ => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! `shardcast`: the WebSocket fan-out server.
+//!
+//! Run with `cargo run --release -- serve` (dev mode: loopback, built-in dev
+//! secret, prints a ready token). `shardcast serve --help` lists every
+//! setting; each is also `SHARDCAST_<NAME>` and a key in `--config FILE`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardcast::config::{Config, LogFormat, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "shardcast",
+    version,
+    about = "WebSocket fan-out server (thread-per-core, io_uring)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("shardcast: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = match EnvFilter::try_new(&config.log) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("shardcast: invalid config: log: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    match shardcast::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("shardcast: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

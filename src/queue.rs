@@ -1,0 +1,131 @@
+//! Bounded outbound queue of one connection: frames waiting for the socket,
+//! written out together with one vectored send per wake-up.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use crate::sockets::MAX_IOVECS;
+
+/// One frame's bytes: shared by every recipient of a broadcast, or owned
+/// (replies to this connection alone: pong, echo, close).
+#[derive(Debug)]
+pub enum Chunk {
+    Shared(Arc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(b) => b,
+        }
+    }
+}
+
+/// Frames not yet written. `head_sent` bytes of the first frame already went
+/// out: a frame is never interleaved with another, so the peer always sees
+/// whole frames in order.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    head_sent: usize,
+    bytes: usize,
+}
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends a frame of which `sent` bytes were already written (only
+    /// valid on an empty queue, after a partial inline write).
+    pub fn push(&mut self, chunk: Chunk, sent: usize) {
+        debug_assert!(sent == 0 || self.chunks.is_empty());
+        self.bytes += chunk.bytes().len() - sent;
+        if self.chunks.is_empty() {
+            self.head_sent = sent;
+        }
+        self.chunks.push_back(chunk);
+    }
+
+    /// Fills `out` with the unsent bytes of up to `MAX_IOVECS` frames.
+    pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut n = 0;
+        for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            let bytes = chunk.bytes();
+            out[i] = IoSlice::new(if i == 0 { &bytes[self.head_sent..] } else { bytes });
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops `written` bytes from the front.
+    pub fn consume(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(head) = self.chunks.front() else { break };
+            let left = head.bytes().len() - self.head_sent;
+            if written >= left {
+                written -= left;
+                self.chunks.pop_front();
+                self.head_sent = 0;
+            } else {
+                self.head_sent += written;
+                written = 0;
+            }
+        }
+        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
+            // A burst grew the ring; give the memory back to idle connections.
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// Forgets every unsent frame (connection is going away).
+    pub fn clear(&mut self) {
+        self.chunks = VecDeque::new();
+        self.head_sent = 0;
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &OutQueue) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = q.io_slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame_in_order() {
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(b"abc".to_vec()), 1);
+        q.push(Chunk::Shared(Arc::from(&b"def"[..])), 0);
+        assert_eq!(q.bytes(), 5);
+        assert_eq!(drain(&q), b"bcdef");
+        q.consume(3);
+        assert_eq!(drain(&q), b"ef");
+        q.consume(2);
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn io_slices_stop_at_the_iovec_limit() {
+        let mut q = OutQueue::default();
+        for _ in 0..MAX_IOVECS + 5 {
+            q.push(Chunk::Owned(b"x".to_vec()), 0);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        assert_eq!(q.io_slices(&mut slices), MAX_IOVECS);
+    }
+}

@@ -1,0 +1,131 @@
+//! Process wiring: raise limits, bind one `SO_REUSEPORT` listener per shard,
+//! start one pinned glommio executor per shard, and wait for them to drain
+//! after SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::stats::Board;
+use crate::token::{self, Claims};
+use crate::{limits, shard, shutdown, sockets};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard {shard}: {reason} (glommio needs io_uring and RLIMIT_MEMLOCK >= 512 KiB per shard; try `ulimit -l unlimited`)")]
+    Executor { shard: usize, reason: String },
+}
+
+/// glommio pre-registers this much memory per shard for storage I/O, which
+/// we do not use; its default (10 MiB) would need a large memlock limit.
+const IO_MEMORY: usize = 64 * 1024;
+
+/// Runs the server until it has drained after a signal.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let limits = limits::raise();
+    let (fds, addr) =
+        sockets::bind_listeners(config.listen, config.shards, config.backlog).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+    let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
+    let config = Arc::new(config);
+    let signals = shutdown::block_signals();
+    let cpus = allowed_cpus();
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for (id, fd) in fds.into_iter().enumerate() {
+        let (tx, rx) = flume::bounded(1);
+        senders.push(tx);
+        let (config, board) = (config.clone(), board.clone());
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
+            .name(&format!("shard-{id}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || shard::run(id, config, board, fd, rx))
+            .map_err(|e| ServerError::Executor {
+                shard: id,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    let trigger = shutdown::Trigger(senders);
+    shutdown::on_signal(signals, move |signal| {
+        tracing::info!(signal, "shutting down: closing connections (1001)");
+        trigger.fire();
+    });
+    tracing::info!(
+        %addr,
+        shards = config.shards,
+        nofile = limits.nofile,
+        memlock = limits.memlock,
+        connection_capacity = limits.connection_capacity(),
+        "listening"
+    );
+    announce(&config, addr);
+    for handle in handles {
+        if let Err(error) = handle.join() {
+            tracing::error!(%error, "shard ended with an error");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints the line tests and scripts wait for, and in dev mode a ready token
+/// and copy-paste commands.
+fn announce(config: &Config, addr: std::net::SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "shardcast listening on {addr}");
+    if config.dev_mode {
+        let mut claims = Claims::new("dev-user", Duration::from_secs(24 * 3600));
+        claims.types = config.client_types.clone();
+        claims.rooms = vec!["*".into()];
+        claims.publish = vec!["*".into()];
+        claims.devices = vec!["*".into()];
+        let token = token::mint_hs256(&claims, &config.jwt_secret).unwrap_or_default();
+        let key = &config.api_key;
+        let _ = write!(
+            out,
+            "\nDEV MODE: no --jwt-secret configured. Using the built-in dev secret and dev API key.\n\
+             Loopback only; never use these values in production.\n\n\
+             dev token (sub=dev-user, 24h):\n  {token}\n\
+             dev API key:\n  {key}\n\n\
+             connect a client:\n  python3 -m websockets 'ws://{addr}/ws/user?token={token}'\n\
+             publish an event:\n  curl -sS -X POST http://{addr}/api/v1/publish -H 'Authorization: Bearer {key}' \
+             -H 'Content-Type: application/json' -d '{{\"topic\":\"all\",\"event\":\"hello\",\"data\":{{\"text\":\"hi\"}}}}'\n\
+             health and stats:\n  curl -sS http://{addr}/health\n  curl -sS http://{addr}/ws/stats\n\n"
+        );
+    }
+    let _ = out.flush();
+}
+
+/// CPUs this process may run on, to pin shards to.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    };
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}

@@ -1,0 +1,169 @@
+//! One core: its listener and accept loop, the connections it owns, the
+//! sweeper that sends heartbeats and enforces timeouts, and its drain on
+//! shutdown. Nothing here is shared with other shards.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::handler;
+use crate::stats::Board;
+
+/// Bytes one socket read may return; shared by every connection of the
+/// shard, so an idle connection holds no read buffer of its own.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// How often the sweeper runs.
+const TICK: Duration = Duration::from_millis(500);
+
+/// State owned by one shard (one executor thread).
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub board: Arc<Board>,
+    /// Upgraded connections, by key.
+    conns: RefCell<Slab<Rc<Conn>>>,
+    /// Read buffer lent to whichever connection is reading.
+    pub scratch: Rc<RefCell<Vec<u8>>>,
+    started: Instant,
+    /// Whole seconds since the shard started, updated each tick.
+    clock: Cell<u32>,
+    draining: Cell<bool>,
+}
+
+impl Shard {
+    pub fn clock(&self) -> u32 {
+        self.clock.get()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub fn close_timeout_secs(&self) -> u32 {
+        secs(self.config.close_timeout)
+    }
+
+    /// Adds an upgraded connection; returns it with its key set.
+    pub fn register(&self, fd: RawFd, client_type: Option<usize>) -> Rc<Conn> {
+        let mut conns = self.conns.borrow_mut();
+        let entry = conns.vacant_entry();
+        let conn = Rc::new(Conn::new(entry.key(), fd, self.clock(), client_type));
+        entry.insert(conn.clone());
+        self.board.shard(self.id).opened(conn.client_type);
+        tracing::debug!(shard = self.id, conn = conn.key, "connection opened");
+        conn
+    }
+
+    /// Removes a connection whose driver has ended.
+    pub fn unregister(&self, conn: &Conn) {
+        if self.conns.borrow_mut().try_remove(conn.key).is_some() {
+            self.board.shard(self.id).closed(conn.client_type);
+            tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
+        }
+    }
+
+    fn connection_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+}
+
+fn secs(d: Duration) -> u32 {
+    d.as_secs_f64().ceil().clamp(1.0, u32::MAX as f64) as u32
+}
+
+/// Runs shard `id` on the current executor until `shutdown` fires and the
+/// drain completes.
+pub async fn run(
+    id: usize,
+    config: Arc<Config>,
+    board: Arc<Board>,
+    listener_fd: RawFd,
+    shutdown: flume::Receiver<()>,
+) {
+    // SAFETY: the fd is a bound, listening socket handed to this shard alone.
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    let shard = Rc::new(Shard {
+        id,
+        config,
+        board,
+        conns: RefCell::new(Slab::new()),
+        scratch: Rc::new(RefCell::new(vec![0; SCRATCH_BYTES])),
+        started: Instant::now(),
+        clock: Cell::new(0),
+        draining: Cell::new(false),
+    });
+    let sweeper = glommio::spawn_local(sweep(shard.clone())).detach();
+    let accept = accept_loop(shard.clone(), &listener);
+    futures_lite::future::or(accept, async {
+        let _ = shutdown.recv_async().await;
+    })
+    .await;
+    drop(listener);
+    drain(&shard).await;
+    sweeper.cancel();
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(handler::serve(shard.clone(), stream)).detach();
+            }
+            Err(error) => {
+                // Typically EMFILE: out of descriptors. Say so at most once a
+                // second and back off briefly rather than spin.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(shard = shard.id, %error, "accept failed");
+                    last_warning = Some(Instant::now());
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Heartbeats and timeouts for every connection, once per tick.
+async fn sweep(shard: Rc<Shard>) {
+    let heartbeat = secs(shard.config.heartbeat_interval);
+    let idle = secs(shard.config.idle_timeout);
+    let close_timeout = shard.close_timeout_secs();
+    loop {
+        glommio::timer::sleep(TICK).await;
+        let now = shard.started.elapsed().as_secs() as u32;
+        shard.clock.set(now);
+        // Ticking only writes and wakes; it never re-enters the slab.
+        for (_, conn) in shard.conns.borrow().iter() {
+            conn.tick(now, heartbeat, idle, close_timeout);
+        }
+    }
+}
+
+/// Closes every connection with 1001 and waits for them to finish, at most
+/// `drain_timeout`.
+async fn drain(shard: &Rc<Shard>) {
+    shard.draining.set(true);
+    let deadline = Instant::now() + shard.config.drain_timeout;
+    let close_by = shard.clock() + shard.close_timeout_secs();
+    for (_, conn) in shard.conns.borrow().iter() {
+        conn.close(1001, "server shutting down", close_by);
+    }
+    while shard.connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shard.connection_count();
+    if left > 0 {
+        tracing::warn!(
+            shard = shard.id,
+            left,
+            "drain timeout: dropping remaining connections"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Connection counts across shards: each shard writes only its own padded
+//! counters; `/ws/stats` and `/health` sum them when asked.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// One shard's counters, on their own cache lines so shards never share one.
+#[repr(align(128))]
+pub struct ShardCounters {
+    connections: AtomicU64,
+    by_type: Box<[AtomicU64]>,
+}
+
+impl ShardCounters {
+    /// A WebSocket connection opened (`client_type` indexes `Board::client_types`).
+    pub fn opened(&self, client_type: Option<usize>) {
+        self.connections.fetch_add(1, Relaxed);
+        if let Some(c) = client_type.and_then(|i| self.by_type.get(i)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A WebSocket connection closed.
+    pub fn closed(&self, client_type: Option<usize>) {
+        self.connections.fetch_sub(1, Relaxed);
+        if let Some(c) = client_type.and_then(|i| self.by_type.get(i)) {
+            c.fetch_sub(1, Relaxed);
+        }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Relaxed)
+    }
+}
+
+/// Every shard's counters plus what is needed to describe them.
+pub struct Board {
+    shards: Box<[ShardCounters]>,
+    client_types: Vec<String>,
+    started: Instant,
+}
+
+#[derive(Serialize)]
+struct ShardStats {
+    shard: usize,
+    connections: u64,
+}
+
+#[derive(Serialize)]
+struct Stats<'a> {
+    total: u64,
+    by_type: BTreeMap<&'a str, u64>,
+    rooms: u64,
+    shards: Vec<ShardStats>,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    shards: usize,
+    connections: u64,
+    uptime_secs: u64,
+}
+
+impl Board {
+    pub fn new(shards: usize, client_types: Vec<String>) -> Board {
+        let shards = (0..shards)
+            .map(|_| ShardCounters {
+                connections: AtomicU64::new(0),
+                by_type: client_types.iter().map(|_| AtomicU64::new(0)).collect(),
+            })
+            .collect();
+        Board {
+            shards,
+            client_types,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn shard(&self, id: usize) -> &ShardCounters {
+        &self.shards[id]
+    }
+
+    /// Index of `name` among the configured client types.
+    pub fn client_type_index(&self, name: &str) -> Option<usize> {
+        self.client_types.iter().position(|t| t == name)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.shards.iter().map(ShardCounters::connections).sum()
+    }
+
+    /// `/ws/stats` body.
+    pub fn stats_json(&self) -> String {
+        let by_type = self
+            .client_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    t.as_str(),
+                    self.shards.iter().map(|s| s.by_type[i].load(Relaxed)).sum(),
+                )
+            })
+            .collect();
+        let stats = Stats {
+            total: self.total(),
+            by_type,
+            rooms: 0,
+            shards: self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(shard, s)| ShardStats {
+                    shard,
+                    connections: s.connections(),
+                })
+                .collect(),
+        };
+        simd_json::to_string(&stats).unwrap_or_default()
+    }
+
+    /// `/health` body; `draining` while shutting down.
+    pub fn health_json(&self, draining: bool) -> String {
+        let health = Health {
+            status: if draining { "draining" } else { "ok" },
+            shards: self.shards.len(),
+            connections: self.total(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        };
+        simd_json::to_string(&health).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_sum_shards_and_types() {
+        let board = Board::new(2, vec!["user".into(), "shop".into()]);
+        board.shard(0).opened(Some(0));
+        board.shard(1).opened(Some(0));
+        board.shard(1).opened(None);
+        board.shard(1).closed(None);
+        assert_eq!(
+            board.stats_json(),
+            r#"{"total":2,"by_type":{"shop":0,"user":2},"rooms":0,"shards":[{"shard":0,"connections":1},{"shard":1,"connections":1}]}"#
+        );
+    }
+}
