@@ -62,15 +62,28 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         };
         let (reply, next) = respond(&shard, &request);
-        if http::write_all(&mut stream, &reply).await.is_err() {
+        // The request and reply must not live on in this task's state for
+        // the connection's lifetime: an idle connection should cost bytes.
+        drop(request);
+        let written = http::write_all(&mut stream, &reply).await;
+        drop(reply);
+        if written.is_err() {
             return;
         }
         match next {
             Next::KeepAlive => continue,
             Next::Close => return,
             Next::Upgraded(role) => {
+                let leftover = if buf.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut buf)
+                };
+                drop(buf);
                 let conn = shard.register(stream.as_raw_fd(), None);
-                conn::run(shard, stream, conn, buf, role).await;
+                // A task of its own: the handshake's larger state is freed
+                // now instead of living as long as the connection.
+                glommio::spawn_local(conn::run(shard, stream, conn, leftover, role)).detach();
                 return;
             }
         }

@@ -30,6 +30,22 @@ enum Command {
     Serve(ServeArgs),
 }
 
+/// mimalloc v3's `mi_option_arena_eager_commit`.
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Commit arena memory as it is used rather than in large eager steps:
+/// measured at 10,000 idle connections this cuts RSS per connection from
+/// ~1,260 to ~880 bytes (`bench/idle-rss`). mimalloc reads the option when
+/// its first arena is made, before `main`, hence a constructor.
+extern "C" fn tune_allocator() {
+    // SAFETY: sets a documented mimalloc option; touches no allocation.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[used]
+#[unsafe(link_section = ".init_array.00099")]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -74,46 +74,40 @@ fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// Incremental message assembly for one connection. Holds no buffer while no
-/// fragmented message is in flight, so an idle connection costs a few words.
-#[derive(Debug)]
+/// Incremental message assembly for one connection. Holds one pointer while
+/// no fragmented message is in flight, so an idle connection costs 8 bytes.
+#[derive(Debug, Default)]
 pub struct Receiver {
-    max_message: usize,
-    /// Opcode of the fragmented message being assembled, if any.
-    partial: Option<Data>,
-    /// Payload assembled so far; empty (capacity 0) between messages.
+    partial: Option<Box<Partial>>,
+}
+
+/// A fragmented message being assembled.
+#[derive(Debug)]
+struct Partial {
+    kind: Data,
+    /// Payload assembled so far.
     assembled: Vec<u8>,
     /// Bytes of `assembled` known to be valid UTF-8 (text only).
     utf8_checked: usize,
-    /// `assembled` was handed out last call and must be reset now.
-    consumed: bool,
+    /// The message was handed out by the last call and is dropped now.
+    complete: bool,
 }
 
 impl Receiver {
-    pub fn new(max_message: usize) -> Self {
-        Receiver {
-            max_message,
-            partial: None,
-            assembled: Vec::new(),
-            utf8_checked: 0,
-            consumed: false,
-        }
-    }
-
     /// Parses one frame at the start of `input`, unmasking it in place.
     ///
     /// Returns `Ok(None)` when `input` does not hold a whole frame yet, else
     /// the bytes used and the message the frame completed (a non-final
     /// fragment completes none). A frame declared larger than the message
     /// limit is refused from its header alone, before its payload arrives.
+    /// `max_message` is the largest message (all fragments) accepted.
     pub fn next<'a>(
         &'a mut self,
         input: &'a mut [u8],
+        max_message: usize,
     ) -> Result<Option<(usize, Option<Message<'a>>)>, ProtocolError> {
-        if self.consumed {
-            self.consumed = false;
-            self.assembled = Vec::new();
-            self.utf8_checked = 0;
+        if self.partial.as_ref().is_some_and(|p| p.complete) {
+            self.partial = None;
         }
         let mut cursor = Cursor::new(&input[..]);
         let (header, len) = match FrameHeader::parse(&mut cursor) {
@@ -137,11 +131,12 @@ impl Receiver {
                 return Err(ProtocolError::ControlTooLong);
             }
         } else {
-            let total = len.saturating_add(self.assembled.len() as u64);
-            if total > self.max_message as u64 {
+            let so_far = self.partial.as_ref().map_or(0, |p| p.assembled.len());
+            let total = len.saturating_add(so_far as u64);
+            if total > max_message as u64 {
                 return Err(ProtocolError::MessageTooBig {
                     size: total,
-                    max: self.max_message,
+                    max: max_message,
                 });
             }
         }
@@ -159,17 +154,16 @@ impl Receiver {
             OpCode::Control(Control::Reserved(op)) => return Err(ProtocolError::UnknownOpcode(op)),
             OpCode::Data(Data::Reserved(op)) => return Err(ProtocolError::UnknownOpcode(op)),
             OpCode::Data(Data::Continue) => {
-                let Some(kind) = self.partial else {
+                let Some(partial) = self.partial.as_deref_mut() else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                self.assembled.extend_from_slice(payload);
-                if kind == Data::Text {
-                    check_utf8(&self.assembled, &mut self.utf8_checked, header.is_final)?;
+                partial.assembled.extend_from_slice(payload);
+                if partial.kind == Data::Text {
+                    check_utf8(&partial.assembled, &mut partial.utf8_checked, header.is_final)?;
                 }
                 if header.is_final {
-                    self.partial = None;
-                    self.consumed = true;
-                    Some(data_message(kind, &self.assembled))
+                    partial.complete = true;
+                    Some(data_message(partial.kind, &partial.assembled))
                 } else {
                     None
                 }
@@ -184,11 +178,16 @@ impl Receiver {
                     }
                     Some(data_message(kind, payload))
                 } else {
-                    self.partial = Some(kind);
-                    self.assembled.extend_from_slice(payload);
+                    let mut partial = Box::new(Partial {
+                        kind,
+                        assembled: payload.to_vec(),
+                        utf8_checked: 0,
+                        complete: false,
+                    });
                     if kind == Data::Text {
-                        check_utf8(&self.assembled, &mut self.utf8_checked, false)?;
+                        check_utf8(&partial.assembled, &mut partial.utf8_checked, false)?;
                     }
+                    self.partial = Some(partial);
                     None
                 }
             }
@@ -239,6 +238,9 @@ fn check_utf8(buf: &[u8], checked: &mut usize, fin: bool) -> Result<(), Protocol
 mod tests {
     use super::*;
 
+    /// A receiver and its message limit.
+    struct Rx(Receiver, usize);
+
     /// A masked client frame.
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x11, 0x22, 0x33, 0x44];
@@ -259,9 +261,9 @@ mod tests {
         out
     }
 
-    fn one(rx: &mut Receiver, mut bytes: Vec<u8>) -> Result<Option<Vec<u8>>, ProtocolError> {
+    fn one(rx: &mut Rx, mut bytes: Vec<u8>) -> Result<Option<Vec<u8>>, ProtocolError> {
         let len = bytes.len();
-        match rx.next(&mut bytes)? {
+        match rx.0.next(&mut bytes, rx.1)? {
             Some((used, msg)) => {
                 assert_eq!(used, len);
                 Ok(msg.map(|m| match m {
@@ -276,7 +278,7 @@ mod tests {
 
     #[test]
     fn single_text_frame_is_a_message() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         assert_eq!(
             one(&mut rx, client_frame(0x81, b"hello")),
             Ok(Some(b"hello".to_vec()))
@@ -285,17 +287,17 @@ mod tests {
 
     #[test]
     fn incomplete_input_asks_for_more_bytes() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         let frame = client_frame(0x81, b"hello");
         for cut in 0..frame.len() {
             let mut part = frame[..cut].to_vec();
-            assert_eq!(rx.next(&mut part), Ok(None), "cut at {cut}");
+            assert_eq!(rx.0.next(&mut part, rx.1), Ok(None), "cut at {cut}");
         }
     }
 
     #[test]
     fn fragments_are_assembled_with_control_frames_between() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         assert_eq!(one(&mut rx, client_frame(0x01, b"hel")), Ok(None));
         assert_eq!(one(&mut rx, client_frame(0x89, b"p")), Ok(Some(b"p".to_vec())));
         assert_eq!(
@@ -307,7 +309,7 @@ mod tests {
 
     #[test]
     fn utf8_split_across_fragments_is_accepted() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         let euro = "€".as_bytes();
         assert_eq!(one(&mut rx, client_frame(0x01, &euro[..1])), Ok(None));
         assert_eq!(
@@ -318,12 +320,12 @@ mod tests {
 
     #[test]
     fn invalid_utf8_fails_on_the_first_bad_fragment() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         assert_eq!(
             one(&mut rx, client_frame(0x01, &[0xce, 0xba, 0xff])),
             Err(ProtocolError::InvalidUtf8)
         );
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         assert_eq!(
             one(&mut rx, client_frame(0x81, &[0xc0, 0x80])),
             Err(ProtocolError::InvalidUtf8)
@@ -332,7 +334,7 @@ mod tests {
 
     #[test]
     fn truncated_utf8_at_the_end_of_a_message_fails() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         assert_eq!(one(&mut rx, client_frame(0x01, &[0xe2])), Ok(None));
         assert_eq!(
             one(&mut rx, client_frame(0x80, &[0x82])),
@@ -342,18 +344,18 @@ mod tests {
 
     #[test]
     fn oversized_frame_is_refused_from_its_header() {
-        let mut rx = Receiver::new(100);
+        let mut rx = Rx(Receiver::default(), 100);
         let frame = client_frame(0x82, &[0u8; 101]);
         let mut header_only = frame[..8].to_vec();
         assert_eq!(
-            rx.next(&mut header_only),
+            rx.0.next(&mut header_only, rx.1),
             Err(ProtocolError::MessageTooBig { size: 101, max: 100 })
         );
     }
 
     #[test]
     fn oversized_fragmented_message_is_refused() {
-        let mut rx = Receiver::new(100);
+        let mut rx = Rx(Receiver::default(), 100);
         assert_eq!(one(&mut rx, client_frame(0x02, &[0u8; 60])), Ok(None));
         assert_eq!(
             one(&mut rx, client_frame(0x80, &[0u8; 60])),
@@ -382,14 +384,14 @@ mod tests {
             ),
         ];
         for (bytes, want) in cases {
-            let mut rx = Receiver::new(1024);
+            let mut rx = Rx(Receiver::default(), 1024);
             assert_eq!(one(&mut rx, bytes), Err(want.clone()), "{want}");
         }
     }
 
     #[test]
     fn data_frame_inside_fragmented_message_is_an_error() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         assert_eq!(one(&mut rx, client_frame(0x01, b"a")), Ok(None));
         assert_eq!(
             one(&mut rx, client_frame(0x81, b"b")),
@@ -399,7 +401,7 @@ mod tests {
 
     #[test]
     fn close_frames_carry_code_and_reason() {
-        let mut rx = Receiver::new(1024);
+        let mut rx = Rx(Receiver::default(), 1024);
         let mut payload = 1000u16.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
         assert_eq!(
@@ -422,8 +424,8 @@ mod tests {
             seed ^= seed << 17;
             let len = (seed % 24) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
-            let mut rx = Receiver::new(64);
-            let _ = rx.next(&mut bytes);
+            let mut rx = Rx(Receiver::default(), 64);
+            let _ = rx.0.next(&mut bytes, rx.1);
         }
     }
 }

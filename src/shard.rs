@@ -51,10 +51,10 @@ impl Shard {
     }
 
     /// Adds an upgraded connection; returns it with its key set.
-    pub fn register(&self, fd: RawFd, client_type: Option<usize>) -> Rc<Conn> {
+    pub fn register(&self, fd: RawFd, client_type: Option<u16>) -> Rc<Conn> {
         let mut conns = self.conns.borrow_mut();
         let entry = conns.vacant_entry();
-        let conn = Rc::new(Conn::new(entry.key(), fd, self.clock(), client_type));
+        let conn = Rc::new(Conn::new(entry.key() as u32, fd, self.clock(), client_type));
         entry.insert(conn.clone());
         self.board.shard(self.id).opened(conn.client_type);
         tracing::debug!(shard = self.id, conn = conn.key, "connection opened");
@@ -63,7 +63,7 @@ impl Shard {
 
     /// Removes a connection whose driver has ended.
     pub fn unregister(&self, conn: &Conn) {
-        if self.conns.borrow_mut().try_remove(conn.key).is_some() {
+        if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {
             self.board.shard(self.id).closed(conn.client_type);
             tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
         }

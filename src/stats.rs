@@ -16,17 +16,17 @@ pub struct ShardCounters {
 
 impl ShardCounters {
     /// A WebSocket connection opened (`client_type` indexes `Board::client_types`).
-    pub fn opened(&self, client_type: Option<usize>) {
+    pub fn opened(&self, client_type: Option<u16>) {
         self.connections.fetch_add(1, Relaxed);
-        if let Some(c) = client_type.and_then(|i| self.by_type.get(i)) {
+        if let Some(c) = client_type.and_then(|i| self.by_type.get(i as usize)) {
             c.fetch_add(1, Relaxed);
         }
     }
 
     /// A WebSocket connection closed.
-    pub fn closed(&self, client_type: Option<usize>) {
+    pub fn closed(&self, client_type: Option<u16>) {
         self.connections.fetch_sub(1, Relaxed);
-        if let Some(c) = client_type.and_then(|i| self.by_type.get(i)) {
+        if let Some(c) = client_type.and_then(|i| self.by_type.get(i as usize)) {
             c.fetch_sub(1, Relaxed);
         }
     }
@@ -85,8 +85,8 @@ impl Board {
     }
 
     /// Index of `name` among the configured client types.
-    pub fn client_type_index(&self, name: &str) -> Option<usize> {
-        self.client_types.iter().position(|t| t == name)
+    pub fn client_type_index(&self, name: &str) -> Option<u16> {
+        self.client_types.iter().position(|t| t == name).map(|i| i as u16)
     }
 
     pub fn total(&self) -> u64 {

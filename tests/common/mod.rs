@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use tungstenite::protocol::frame::coding::CloseCode;
 pub use tungstenite::{Message, WebSocket};
 
 /// Longest any single wait in a test may take.
