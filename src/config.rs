@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// Most bytes queued for one connection before its slow-consumer policy applies.
     #[arg(long, env = "SHARDCAST_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: Option<usize>,
+    /// Most events in one `POST /api/v1/publish/batch`; over it: 413.
+    #[arg(long, env = "SHARDCAST_MAX_BATCH_EVENTS")]
+    pub max_batch_events: Option<usize>,
     /// Interval of server pings to each connection (e.g. 25s).
     #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
@@ -131,6 +134,7 @@ struct FileConfig {
     handshake_timeout: Option<String>,
     max_message_bytes: Option<usize>,
     max_queue_bytes: Option<usize>,
+    max_batch_events: Option<usize>,
     heartbeat_interval: Option<String>,
     idle_timeout: Option<String>,
     close_timeout: Option<String>,
@@ -156,6 +160,7 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
+    pub max_batch_events: usize,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
     pub close_timeout: Duration,
@@ -259,6 +264,7 @@ impl Config {
                 125,
             )?,
             max_queue_bytes: at_least("max_queue_bytes", pick!(max_queue_bytes).unwrap_or(1 << 20), 1024)?,
+            max_batch_events: at_least("max_batch_events", pick!(max_batch_events).unwrap_or(1000), 1)?,
             heartbeat_interval: duration("heartbeat_interval", pick!(heartbeat_interval), "25s")?,
             idle_timeout: duration("idle_timeout", pick!(idle_timeout), "60s")?,
             close_timeout: duration("close_timeout", pick!(close_timeout), "5s")?,

@@ -1,23 +1,40 @@
 //! One accepted socket before it becomes a WebSocket: read HTTP requests
-//! (keep-alive), route them, answer plain requests, and hand upgrades to
-//! `conn`. Every refusal is a status with a short JSON body.
+//! (keep-alive), route them, authenticate, answer plain requests (health,
+//! stats, publish) and hand upgrades to `conn` with their subscriptions.
+//! Every refusal is a status with a short JSON body.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use glommio::net::TcpStream;
+use serde::Serialize;
 
+use crate::auth::{self, AuthError};
+use crate::broadcast::Batch;
 use crate::conn::{self, Role};
 use crate::http::{self, HttpError, Request};
+use crate::queue::Chunk;
 use crate::route::{self, Endpoint, RouteError};
 use crate::shard::Shard;
-use crate::upgrade;
+use crate::token::Claims;
+use crate::{publish, time, topic, upgrade};
 
 /// What to do with the socket after answering a request.
 enum Next {
     KeepAlive,
     Close,
-    Upgraded(Role),
+    Upgraded(Upgrade),
+}
+
+/// An accepted upgrade: how the connection behaves and what it hears.
+struct Upgrade {
+    role: Role,
+    client_type: Option<u16>,
+    topics: Vec<String>,
+    /// Sent first (the `connected` event), if any.
+    hello: Option<Arc<[u8]>>,
 }
 
 /// Serves `stream` until it closes, times out or upgrades.
@@ -38,11 +55,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(Err(error)) => {
                 if let Some((status, code)) = error.status() {
                     tracing::debug!(%error, "rejecting request");
-                    let _ = http::write_all(
-                        &mut stream,
-                        &http::error_response(status, code, &error.to_string(), false, &[]),
-                    )
-                    .await;
+                    let reply = http::error_response(status, code, &error.to_string(), false, &[]);
+                    let _ = http::write_all(&mut stream, &reply).await;
                 } else if !matches!(error, HttpError::Closed) {
                     tracing::debug!(%error, "connection error before upgrade");
                 }
@@ -52,19 +66,15 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 // Timed out: say so only if a request had started.
                 if !buf.is_empty() {
                     let msg = "request not received in time";
-                    let _ = http::write_all(
-                        &mut stream,
-                        &http::error_response(408, "timeout", msg, false, &[]),
-                    )
-                    .await;
+                    let reply = http::error_response(408, "timeout", msg, false, &[]);
+                    let _ = http::write_all(&mut stream, &reply).await;
                 }
                 return;
             }
         };
-        let (reply, next) = respond(&shard, &request);
         // The request and reply must not live on in this task's state for
         // the connection's lifetime: an idle connection should cost bytes.
-        drop(request);
+        let (reply, next) = respond(&shard, request).await;
         let written = http::write_all(&mut stream, &reply).await;
         drop(reply);
         if written.is_err() {
@@ -73,17 +83,23 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         match next {
             Next::KeepAlive => continue,
             Next::Close => return,
-            Next::Upgraded(role) => {
+            Next::Upgraded(up) => {
                 let leftover = if buf.is_empty() {
                     Vec::new()
                 } else {
                     std::mem::take(&mut buf)
                 };
                 drop(buf);
-                let conn = shard.register(stream.as_raw_fd(), None);
+                let conn = shard.register(stream.as_raw_fd(), up.client_type);
+                for topic in &up.topics {
+                    shard.subscribe(&conn, topic);
+                }
+                if let Some(hello) = up.hello {
+                    conn.send(Chunk::Shared(hello));
+                }
                 // A task of its own: the handshake's larger state is freed
                 // now instead of living as long as the connection.
-                glommio::spawn_local(conn::run(shard, stream, conn, leftover, role)).detach();
+                glommio::spawn_local(conn::run(shard, stream, conn, leftover, up.role)).detach();
                 return;
             }
         }
@@ -91,17 +107,16 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
 }
 
 /// The response bytes for `request` and what follows it.
-fn respond(shard: &Shard, request: &Request) -> (Vec<u8>, Next) {
+async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
     let keep_alive = request.keep_alive() && !shard.draining();
-    let plain = |status: u16, body: &str| {
-        let next = if keep_alive { Next::KeepAlive } else { Next::Close };
-        (http::json_response(status, body, keep_alive, &[]), next)
-    };
+    let after = || if keep_alive { Next::KeepAlive } else { Next::Close };
     let endpoint = match route::route(&request.method, &request.path, &shard.config) {
         Ok(endpoint) => endpoint,
         Err(RouteError::NotFound) => {
-            let body = http::error_response(404, "not_found", "no such endpoint", keep_alive, &[]);
-            return (body, if keep_alive { Next::KeepAlive } else { Next::Close });
+            return (
+                http::error_response(404, "not_found", "no such endpoint", keep_alive, &[]),
+                after(),
+            );
         }
         Err(RouteError::MethodNotAllowed { allow }) => {
             let message = format!("method {} not allowed here", request.method);
@@ -112,31 +127,172 @@ fn respond(shard: &Shard, request: &Request) -> (Vec<u8>, Next) {
                 keep_alive,
                 &[("Allow", allow)],
             );
-            return (body, if keep_alive { Next::KeepAlive } else { Next::Close });
+            return (body, after());
         }
     };
     match endpoint {
         Endpoint::Health => {
             let draining = shard.draining();
-            plain(
-                if draining { 503 } else { 200 },
-                &shard.board.health_json(draining),
+            let status = if draining { 503 } else { 200 };
+            (
+                http::json_response(status, &shard.board.health_json(draining), keep_alive, &[]),
+                after(),
             )
         }
-        Endpoint::Stats => plain(200, &shard.board.stats_json()),
-        Endpoint::Echo => match upgrade::accept(request) {
-            Ok(accept) if !shard.draining() => (accept, Next::Upgraded(Role::Echo)),
-            Ok(_) => (
-                http::error_response(503, "shutting_down", "server is shutting down", false, &[]),
-                Next::Close,
-            ),
-            Err(error) => {
-                let (status, code, headers) = error.status();
-                (
-                    http::error_response(status, code, &error.to_string(), false, headers),
-                    Next::Close,
-                )
+        Endpoint::Stats => (
+            http::json_response(200, &shard.board.stats_json(), keep_alive, &[]),
+            after(),
+        ),
+        Endpoint::Publish | Endpoint::PublishBatch => {
+            let reply = publish(
+                shard,
+                &mut request,
+                endpoint == Endpoint::PublishBatch,
+                keep_alive,
+            )
+            .await;
+            (reply, after())
+        }
+        Endpoint::Echo => accept_upgrade(shard, &request, || {
+            Ok(Upgrade {
+                role: Role::Echo,
+                client_type: None,
+                topics: Vec::new(),
+                hello: None,
+            })
+        }),
+        Endpoint::Client { client_type } => accept_upgrade(shard, &request, || {
+            let name = &shard.config.client_types[client_type as usize];
+            let claims = client_claims(shard, &request)?;
+            if !claims.types.iter().any(|t| t == name) {
+                return Err(AuthError::Forbidden(format!("client type '{name}'")));
             }
-        },
+            Ok(Upgrade {
+                role: Role::Client,
+                client_type: Some(client_type),
+                topics: vec![
+                    "all".into(),
+                    format!("type:{name}"),
+                    format!("user:{}", claims.sub),
+                ],
+                hello: Some(connected(shard, Some(name), &claims.sub)),
+            })
+        }),
+        Endpoint::UserSocket { user_id } => accept_upgrade(shard, &request, || {
+            let claims = client_claims(shard, &request)?;
+            if claims.sub != user_id {
+                return Err(AuthError::Forbidden(format!("user '{user_id}'")));
+            }
+            Ok(Upgrade {
+                role: Role::Client,
+                client_type: None,
+                topics: vec![format!("user:{}", claims.sub), "all".into()],
+                hello: Some(connected(shard, None, &claims.sub)),
+            })
+        }),
     }
+}
+
+/// Checks the handshake, then `authorize`; answers 101 or the refusal.
+fn accept_upgrade(
+    shard: &Shard,
+    request: &Request,
+    authorize: impl FnOnce() -> Result<Upgrade, AuthError>,
+) -> (Vec<u8>, Next) {
+    let accept = match upgrade::accept(request) {
+        Ok(accept) => accept,
+        Err(error) => {
+            let (status, code, headers) = error.status();
+            return (
+                http::error_response(status, code, &error.to_string(), false, headers),
+                Next::Close,
+            );
+        }
+    };
+    if shard.draining() {
+        let body = http::error_response(503, "shutting_down", "server is shutting down", false, &[]);
+        return (body, Next::Close);
+    }
+    match authorize() {
+        Ok(up) => (accept, Next::Upgraded(up)),
+        Err(error) => {
+            tracing::debug!(%error, path = %request.path, "upgrade refused");
+            let (status, code) = error.status();
+            (
+                http::error_response(status, code, &error.to_string(), false, &[]),
+                Next::Close,
+            )
+        }
+    }
+}
+
+/// A verified token whose `sub` can name a user topic.
+fn client_claims(shard: &Shard, request: &Request) -> Result<Claims, AuthError> {
+    let claims = shard.verifier.from_request(request)?;
+    topic::check_name(&claims.sub).map_err(|_| AuthError::InvalidToken)?;
+    Ok(claims)
+}
+
+#[derive(Serialize)]
+struct Connected<'a> {
+    connection_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_type: Option<&'a str>,
+    user_id: &'a str,
+}
+
+/// The `connected` event a client receives first.
+fn connected(shard: &Shard, client_type: Option<&str>, user_id: &str) -> Arc<[u8]> {
+    let data = Connected {
+        connection_id: shard.next_id(),
+        client_type,
+        user_id,
+    };
+    publish::envelope_frame("connected", &time::now_rfc3339(), &data)
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    id: &'a str,
+    events: usize,
+    timestamp: &'a str,
+}
+
+/// `POST /api/v1/publish[/batch]`: API key, parse, encode once, broadcast.
+async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: bool) -> Vec<u8> {
+    if !auth::has_api_key(request, &shard.config.api_key) {
+        let (status, code) = AuthError::BadApiKey.status();
+        let message = AuthError::BadApiKey.to_string();
+        return http::error_response(
+            status,
+            code,
+            &message,
+            keep_alive,
+            &[("WWW-Authenticate", "Bearer")],
+        );
+    }
+    let accepted = Instant::now();
+    let timestamp = time::now_rfc3339();
+    let parsed = if batch {
+        publish::parse_batch(&mut request.body, &timestamp, shard.config.max_batch_events)
+    } else {
+        publish::parse_one(&mut request.body, &timestamp)
+    };
+    let events = match parsed {
+        Ok(events) => events,
+        Err(error) => {
+            let (status, code) = error.status();
+            return http::error_response(status, code, &error.to_string(), keep_alive, &[]);
+        }
+    };
+    let count = events.len();
+    let id = shard.next_id();
+    shard.broadcaster.publish(Batch { events, accepted }).await;
+    let body = simd_json::to_string(&Accepted {
+        id: &id,
+        events: count,
+        timestamp: &timestamp,
+    })
+    .unwrap_or_default();
+    http::json_response(202, &body, keep_alive, &[])
 }

@@ -16,19 +16,27 @@
 //! (rlimits), [`stats`] (per-shard counters summed on request), [`token`]
 //! (claims, minting), [`shutdown`] (signals → drain with close 1001).
 
+pub mod auth;
+pub mod broadcast;
+pub mod client_msg;
 pub mod config;
 pub mod conn;
+pub mod dispatch;
 pub mod frame;
 pub mod handler;
 pub mod http;
 pub mod limits;
 pub mod protocol;
+pub mod publish;
 pub mod queue;
+pub mod registry;
 pub mod route;
 pub mod server;
 pub mod shard;
 pub mod shutdown;
 pub mod sockets;
 pub mod stats;
+pub mod time;
 pub mod token;
+pub mod topic;
 pub mod upgrade;

@@ -87,6 +87,20 @@ impl OutQueue {
         }
     }
 
+    /// Drops every frame not yet started; keeps a partly written head frame
+    /// so the byte stream stays a valid sequence of frames.
+    pub fn keep_partial_head(&mut self) {
+        if self.head_sent == 0 {
+            self.clear();
+            return;
+        }
+        self.chunks.truncate(1);
+        self.bytes = self
+            .chunks
+            .front()
+            .map_or(0, |c| c.bytes().len() - self.head_sent);
+    }
+
     /// Forgets every unsent frame (connection is going away).
     pub fn clear(&mut self) {
         self.chunks = VecDeque::new();
@@ -117,6 +131,20 @@ mod tests {
         q.consume(2);
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn keep_partial_head_drops_unstarted_frames_only() {
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(b"abcd".to_vec()), 2);
+        q.push(Chunk::Owned(b"efgh".to_vec()), 0);
+        q.keep_partial_head();
+        assert_eq!(drain(&q), b"cd");
+        assert_eq!(q.bytes(), 2);
+        let mut q = OutQueue::default();
+        q.push(Chunk::Owned(b"abcd".to_vec()), 0);
+        q.keep_partial_head();
+        assert!(q.is_empty());
     }
 
     #[test]

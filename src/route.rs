@@ -11,12 +11,23 @@ pub enum Endpoint {
     Stats,
     /// `GET /ws/echo` upgrade (only with `--echo`)
     Echo,
+    /// `GET /ws/{client_type}` upgrade; the index into `client_types`.
+    Client { client_type: u16 },
+    /// `GET /api/v1/websocket/ws/{user_id}` upgrade.
+    UserSocket { user_id: String },
+    /// `POST /api/v1/publish`
+    Publish,
+    /// `POST /api/v1/publish/batch`
+    PublishBatch,
 }
 
 impl Endpoint {
     /// Whether the endpoint is a WebSocket upgrade.
     pub fn is_websocket(&self) -> bool {
-        matches!(self, Endpoint::Echo)
+        matches!(
+            self,
+            Endpoint::Echo | Endpoint::Client { .. } | Endpoint::UserSocket { .. }
+        )
     }
 }
 
@@ -35,13 +46,32 @@ pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, Rout
         "/health" => (Endpoint::Health, "GET"),
         "/ws/stats" => (Endpoint::Stats, "GET"),
         "/ws/echo" if config.echo => (Endpoint::Echo, "GET"),
-        _ => return Err(RouteError::NotFound),
+        "/api/v1/publish" => (Endpoint::Publish, "POST"),
+        "/api/v1/publish/batch" => (Endpoint::PublishBatch, "POST"),
+        _ => match dynamic(path, config) {
+            Some(endpoint) => (endpoint, "GET"),
+            None => return Err(RouteError::NotFound),
+        },
     };
     if method == allow || (method == "HEAD" && allow == "GET" && !endpoint.is_websocket()) {
         Ok(endpoint)
     } else {
         Err(RouteError::MethodNotAllowed { allow })
     }
+}
+
+/// Paths with a parameter.
+fn dynamic(path: &str, config: &Config) -> Option<Endpoint> {
+    if let Some(user_id) = path.strip_prefix("/api/v1/websocket/ws/") {
+        return (!user_id.is_empty() && !user_id.contains('/')).then(|| Endpoint::UserSocket {
+            user_id: user_id.to_string(),
+        });
+    }
+    let name = path.strip_prefix("/ws/")?;
+    let index = config.client_types.iter().position(|t| t == name)?;
+    Some(Endpoint::Client {
+        client_type: index as u16,
+    })
 }
 
 #[cfg(test)]
@@ -62,7 +92,36 @@ mod tests {
         let c = config(false);
         assert_eq!(route("GET", "/health", &c), Ok(Endpoint::Health));
         assert_eq!(route("GET", "/ws/stats", &c), Ok(Endpoint::Stats));
+        assert_eq!(route("POST", "/api/v1/publish", &c), Ok(Endpoint::Publish));
+        assert_eq!(
+            route("POST", "/api/v1/publish/batch", &c),
+            Ok(Endpoint::PublishBatch)
+        );
         assert_eq!(route("GET", "/nope", &c), Err(RouteError::NotFound));
+    }
+
+    #[test]
+    fn client_types_and_user_sockets() {
+        let c = config(false);
+        assert_eq!(
+            route("GET", "/ws/user", &c),
+            Ok(Endpoint::Client { client_type: 0 })
+        );
+        assert_eq!(
+            route("GET", "/ws/esp32cam", &c),
+            Ok(Endpoint::Client { client_type: 4 })
+        );
+        assert_eq!(route("GET", "/ws/robot", &c), Err(RouteError::NotFound));
+        assert_eq!(
+            route("GET", "/api/v1/websocket/ws/alice", &c),
+            Ok(Endpoint::UserSocket {
+                user_id: "alice".into()
+            })
+        );
+        assert_eq!(
+            route("GET", "/api/v1/websocket/ws/", &c),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]
@@ -79,6 +138,10 @@ mod tests {
         assert_eq!(
             route("POST", "/health", &config(false)),
             Err(RouteError::MethodNotAllowed { allow: "GET" })
+        );
+        assert_eq!(
+            route("GET", "/api/v1/publish", &config(false)),
+            Err(RouteError::MethodNotAllowed { allow: "POST" })
         );
     }
 }

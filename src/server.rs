@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::auth::Verifier;
+use crate::broadcast::Broadcaster;
 use crate::config::Config;
+use crate::shard::Shared;
 use crate::stats::Board;
 use crate::token::{self, Claims};
 use crate::{limits, shard, shutdown, sockets};
@@ -29,6 +32,9 @@ pub enum ServerError {
 /// we do not use; its default (10 MiB) would need a large memlock limit.
 const IO_MEMORY: usize = 64 * 1024;
 
+/// Published batches each shard's channel holds before publishers wait.
+const BROADCAST_CAPACITY: usize = 4096;
+
 /// Runs the server until it has drained after a signal.
 pub fn run(config: Config) -> Result<(), ServerError> {
     let limits = limits::raise();
@@ -40,6 +46,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             }
         })?;
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
+    let verifier = Arc::new(Verifier::new(&config));
+    let (broadcaster, mut event_rxs) = Broadcaster::new(config.shards, BROADCAST_CAPACITY);
     let config = Arc::new(config);
     let signals = shutdown::block_signals();
     let cpus = allowed_cpus();
@@ -48,11 +56,17 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     for (id, fd) in fds.into_iter().enumerate() {
         let (tx, rx) = flume::bounded(1);
         senders.push(tx);
-        let (config, board) = (config.clone(), board.clone());
+        let shared = Shared {
+            config: config.clone(),
+            board: board.clone(),
+            broadcaster: broadcaster.clone(),
+            verifier: verifier.clone(),
+        };
+        let events = event_rxs.remove(0);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || shard::run(id, config, board, fd, rx))
+            .spawn(move || shard::run(id, shared, fd, events, rx))
             .map_err(|e| ServerError::Executor {
                 shard: id,
                 reason: e.to_string(),

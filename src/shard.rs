@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
+use glommio::{Latency, Shares};
 use slab::Slab;
 
+use crate::auth::Verifier;
+use crate::broadcast::{Batch, Broadcaster};
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::handler;
-use crate::stats::Board;
+use crate::registry::Registry;
+use crate::stats::{Board, ShardCounters};
+use crate::{dispatch, handler};
 
 /// Bytes one socket read may return; shared by every connection of the
 /// shard, so an idle connection holds no read buffer of its own.
@@ -22,11 +26,25 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// How often the sweeper runs.
 const TICK: Duration = Duration::from_millis(500);
 
+/// What every shard shares (read-only, or `Send` handles).
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub board: Arc<Board>,
+    pub broadcaster: Broadcaster,
+    pub verifier: Arc<Verifier>,
+}
+
 /// State owned by one shard (one executor thread).
 pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
     pub board: Arc<Board>,
+    pub broadcaster: Broadcaster,
+    pub verifier: Arc<Verifier>,
+    /// Topic → this shard's subscribers.
+    pub registry: RefCell<Registry>,
+    /// Ids handed out to connections and publish requests.
+    next_id: Cell<u64>,
     /// Upgraded connections, by key.
     conns: RefCell<Slab<Rc<Conn>>>,
     /// Read buffer lent to whichever connection is reading.
@@ -50,6 +68,31 @@ impl Shard {
         secs(self.config.close_timeout)
     }
 
+    pub fn counters(&self) -> &ShardCounters {
+        self.board.shard(self.id)
+    }
+
+    /// A process-unique id: `<shard>-<n>`.
+    pub fn next_id(&self) -> String {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        format!("{}-{n}", self.id)
+    }
+
+    /// Subscribes `conn` to `topic` (once).
+    pub fn subscribe(&self, conn: &Rc<Conn>, topic: &str) {
+        let mut registry = self.registry.borrow_mut();
+        let mut subs = conn.subscriptions.borrow_mut();
+        if let Some(id) = registry.id(topic) {
+            if subs.iter().any(|s| s.topic == id) {
+                return;
+            }
+        }
+        let mut list = std::mem::take(&mut *subs).into_vec();
+        list.push(registry.subscribe(topic, conn));
+        *subs = list.into_boxed_slice();
+    }
+
     /// Adds an upgraded connection; returns it with its key set.
     pub fn register(&self, fd: RawFd, client_type: Option<u16>) -> Rc<Conn> {
         let mut conns = self.conns.borrow_mut();
@@ -63,6 +106,12 @@ impl Shard {
 
     /// Removes a connection whose driver has ended.
     pub fn unregister(&self, conn: &Conn) {
+        let subs = std::mem::take(&mut *conn.subscriptions.borrow_mut());
+        let mut registry = self.registry.borrow_mut();
+        for &sub in subs.iter() {
+            registry.unsubscribe(sub);
+        }
+        drop(registry);
         if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {
             self.board.shard(self.id).closed(conn.client_type);
             tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
@@ -82,17 +131,21 @@ fn secs(d: Duration) -> u32 {
 /// drain completes.
 pub async fn run(
     id: usize,
-    config: Arc<Config>,
-    board: Arc<Board>,
+    shared: Shared,
     listener_fd: RawFd,
+    events: flume::Receiver<Arc<Batch>>,
     shutdown: flume::Receiver<()>,
 ) {
     // SAFETY: the fd is a bound, listening socket handed to this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
     let shard = Rc::new(Shard {
         id,
-        config,
-        board,
+        config: shared.config,
+        board: shared.board,
+        broadcaster: shared.broadcaster,
+        verifier: shared.verifier,
+        registry: RefCell::new(Registry::default()),
+        next_id: Cell::new(0),
         conns: RefCell::new(Slab::new()),
         scratch: Rc::new(RefCell::new(vec![0; SCRATCH_BYTES])),
         started: Instant::now(),
@@ -100,6 +153,18 @@ pub async fn run(
         draining: Cell::new(false),
     });
     let sweeper = glommio::spawn_local(sweep(shard.clone())).detach();
+    // A cross-thread wake (flume's) reaches a sleeping executor late in the
+    // default queue; a latency-sensitive queue makes the reactor wake for it.
+    let executor = glommio::executor();
+    let queue = executor.create_task_queue(
+        Shares::default(),
+        Latency::Matters(Duration::from_millis(1)),
+        "dispatch",
+    );
+    let dispatcher = glommio::spawn_local_into(dispatch::run(shard.clone(), events), queue)
+        .map(|task| task.detach())
+        .map_err(|e| tracing::error!(shard = id, error = %e, "cannot start the dispatcher"))
+        .ok();
     let accept = accept_loop(shard.clone(), &listener);
     futures_lite::future::or(accept, async {
         let _ = shutdown.recv_async().await;
@@ -108,6 +173,9 @@ pub async fn run(
     drop(listener);
     drain(&shard).await;
     sweeper.cancel();
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.cancel();
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener) {

@@ -12,6 +12,12 @@ use serde::Serialize;
 pub struct ShardCounters {
     connections: AtomicU64,
     by_type: Box<[AtomicU64]>,
+    /// Events this shard's dispatcher received.
+    events: AtomicU64,
+    /// Frames handed to local connections (written or queued).
+    deliveries: AtomicU64,
+    /// Connections closed with 1008 "slow consumer".
+    slow_consumers: AtomicU64,
 }
 
 impl ShardCounters {
@@ -34,6 +40,15 @@ impl ShardCounters {
     pub fn connections(&self) -> u64 {
         self.connections.load(Relaxed)
     }
+
+    /// One dispatch round: once per round, never per delivery.
+    pub fn delivered(&self, events: u64, done: crate::dispatch::Delivered) {
+        self.events.fetch_add(events, Relaxed);
+        self.deliveries.fetch_add(done.frames, Relaxed);
+        if done.slow_consumers > 0 {
+            self.slow_consumers.fetch_add(done.slow_consumers, Relaxed);
+        }
+    }
 }
 
 /// Every shard's counters plus what is needed to describe them.
@@ -47,6 +62,9 @@ pub struct Board {
 struct ShardStats {
     shard: usize,
     connections: u64,
+    events: u64,
+    deliveries: u64,
+    slow_consumers: u64,
 }
 
 #[derive(Serialize)]
@@ -71,6 +89,9 @@ impl Board {
             .map(|_| ShardCounters {
                 connections: AtomicU64::new(0),
                 by_type: client_types.iter().map(|_| AtomicU64::new(0)).collect(),
+                events: AtomicU64::new(0),
+                deliveries: AtomicU64::new(0),
+                slow_consumers: AtomicU64::new(0),
             })
             .collect();
         Board {
@@ -117,6 +138,9 @@ impl Board {
                 .map(|(shard, s)| ShardStats {
                     shard,
                     connections: s.connections(),
+                    events: s.events.load(Relaxed),
+                    deliveries: s.deliveries.load(Relaxed),
+                    slow_consumers: s.slow_consumers.load(Relaxed),
                 })
                 .collect(),
         };
@@ -148,7 +172,7 @@ mod tests {
         board.shard(1).closed(None);
         assert_eq!(
             board.stats_json(),
-            r#"{"total":2,"by_type":{"shop":0,"user":2},"rooms":0,"shards":[{"shard":0,"connections":1},{"shard":1,"connections":1}]}"#
+            r#"{"total":2,"by_type":{"shop":0,"user":2},"rooms":0,"shards":[{"shard":0,"connections":1,"events":0,"deliveries":0,"slow_consumers":0},{"shard":1,"connections":1,"events":0,"deliveries":0,"slow_consumers":0}]}"#
         );
     }
 }

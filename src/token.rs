@@ -13,7 +13,8 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, seconds since the Unix epoch (required).
     pub exp: u64,
-    /// Issued at, seconds since the Unix epoch.
+    /// Issued at, seconds since the Unix epoch (optional).
+    #[serde(default)]
     pub iat: u64,
     /// Client types the token may open (`/ws/{client_type}`).
     #[serde(default)]

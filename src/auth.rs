@@ -1,0 +1,182 @@
+//! Authentication: client JWTs → `Claims`, and the publish API key. Tokens
+//! are read from `Authorization: Bearer` or `?token=` and never logged.
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+
+use crate::config::Config;
+use crate::http::Request;
+use crate::token::Claims;
+
+/// Why a request is not let in. `Unauthorized` → 401, `Forbidden` → 403.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token: send 'Authorization: Bearer <token>' or '?token=<token>'")]
+    MissingToken,
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("missing or wrong API key")]
+    BadApiKey,
+    #[error("token does not allow {0}")]
+    Forbidden(String),
+}
+
+impl AuthError {
+    /// Status and machine-readable code.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            AuthError::MissingToken | AuthError::InvalidToken => (401, "unauthorized"),
+            AuthError::Expired => (401, "token_expired"),
+            AuthError::BadApiKey => (401, "unauthorized"),
+            AuthError::Forbidden(_) => (403, "forbidden"),
+        }
+    }
+}
+
+/// Verifies client tokens with the configured key. Only the configured
+/// algorithm is accepted, so `alg: none` and algorithm confusion fail.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(config: &Config) -> Verifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 0;
+        Verifier {
+            key: DecodingKey::from_secret(config.jwt_secret.as_bytes()),
+            validation,
+        }
+    }
+
+    /// The claims of a valid, unexpired token.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        decode::<Claims>(token, &self.key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::InvalidToken,
+            })
+    }
+
+    /// Verifies the token `request` carries.
+    pub fn from_request(&self, request: &Request) -> Result<Claims, AuthError> {
+        self.verify(token(request).ok_or(AuthError::MissingToken)?)
+    }
+}
+
+/// The token from `Authorization: Bearer …`, else from `?token=…`.
+pub fn token(request: &Request) -> Option<&str> {
+    if let Some(bearer) = request.header("authorization").and_then(bearer) {
+        return Some(bearer);
+    }
+    request
+        .query
+        .as_deref()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Whether `request` carries `api_key` (`Authorization: Bearer` or `X-API-Key`).
+pub fn has_api_key(request: &Request, api_key: &str) -> bool {
+    let offered = request
+        .header("x-api-key")
+        .map(str::trim)
+        .or_else(|| request.header("authorization").and_then(bearer));
+    offered.is_some_and(|k| constant_time_eq(k.as_bytes(), api_key.as_bytes()))
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeArgs;
+    use crate::token::mint_hs256;
+    use std::time::Duration;
+
+    fn request(headers: &[(&str, &str)], query: Option<&str>) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/".into(),
+            query: query.map(String::from),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    fn verifier(secret: &str) -> Verifier {
+        let config = Config::from_args(ServeArgs {
+            jwt_secret: Some(secret.into()),
+            api_key: Some("k".into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        Verifier::new(&config)
+    }
+
+    #[test]
+    fn token_comes_from_bearer_or_query() {
+        assert_eq!(
+            token(&request(&[("authorization", "Bearer abc")], None)),
+            Some("abc")
+        );
+        assert_eq!(token(&request(&[], Some("x=1&token=def"))), Some("def"));
+        assert_eq!(token(&request(&[], Some("token="))), None);
+        assert_eq!(token(&request(&[("authorization", "Basic abc")], None)), None);
+    }
+
+    #[test]
+    fn valid_expired_and_foreign_tokens() {
+        let v = verifier("s1");
+        let good = mint_hs256(&Claims::new("alice", Duration::from_secs(60)), "s1").unwrap();
+        assert_eq!(v.verify(&good).unwrap().sub, "alice");
+        let mut old = Claims::new("alice", Duration::ZERO);
+        old.exp -= 10;
+        assert_eq!(
+            v.verify(&mint_hs256(&old, "s1").unwrap()),
+            Err(AuthError::Expired)
+        );
+        let foreign = mint_hs256(&Claims::new("alice", Duration::from_secs(60)), "s2").unwrap();
+        assert_eq!(v.verify(&foreign), Err(AuthError::InvalidToken));
+        assert_eq!(v.verify("not.a.token"), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        // {"alg":"none","typ":"JWT"} . {"sub":"a","exp":9999999999,"iat":0} . (no signature)
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5LCJpYXQiOjB9.";
+        assert_eq!(verifier("s1").verify(none), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn api_key_from_bearer_or_header() {
+        assert!(has_api_key(
+            &request(&[("authorization", "Bearer k1")], None),
+            "k1"
+        ));
+        assert!(has_api_key(&request(&[("x-api-key", "k1")], None), "k1"));
+        assert!(!has_api_key(&request(&[("x-api-key", "k2")], None), "k1"));
+        assert!(!has_api_key(&request(&[], None), "k1"));
+    }
+}

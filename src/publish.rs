@@ -1,0 +1,188 @@
+//! The publish API: `POST /api/v1/publish` and `/api/v1/publish/batch`.
+//! Bodies are parsed with simd-json; each event is turned into its client
+//! envelope and WebSocket frame exactly once. A batch with any bad event
+//! publishes nothing.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use simd_json::OwnedValue;
+
+use crate::broadcast::Event;
+use crate::frame::{self, Data, OpCode};
+use crate::topic::{Topic, TopicError};
+
+/// Longest event name.
+pub const MAX_EVENT_NAME: usize = 200;
+
+/// Why a publish request is refused (nothing of it is published).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The body is not JSON of the expected shape.
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
+    /// An event's topic is not a valid topic.
+    #[error("{}invalid topic: {error}", at(*.index))]
+    BadTopic { index: Option<usize>, error: TopicError },
+    /// An event's name is empty or too long.
+    #[error("{}'event' must be 1 to {MAX_EVENT_NAME} bytes", at(*.index))]
+    BadEventName { index: Option<usize> },
+    /// A batch with no events.
+    #[error("'events' is empty")]
+    EmptyBatch,
+    /// A batch over the configured count limit.
+    #[error("batch of {count} events exceeds the limit of {max}")]
+    TooManyEvents { count: usize, max: usize },
+}
+
+fn at(index: Option<usize>) -> String {
+    index.map(|i| format!("events[{i}]: ")).unwrap_or_default()
+}
+
+impl PublishError {
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            PublishError::TooManyEvents { .. } => (413, "too_many_events"),
+            PublishError::BadJson(_) => (400, "bad_json"),
+            _ => (400, "bad_event"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventIn {
+    topic: String,
+    event: String,
+    #[serde(default)]
+    data: OwnedValue,
+}
+
+#[derive(Deserialize)]
+struct BatchIn {
+    events: Vec<EventIn>,
+}
+
+/// Parses a single-event body into its encoded event.
+pub fn parse_one(body: &mut [u8], timestamp: &str) -> Result<Vec<Event>, PublishError> {
+    let event: EventIn =
+        simd_json::serde::from_slice(body).map_err(|e| PublishError::BadJson(e.to_string()))?;
+    Ok(vec![encode(event, timestamp, None)?])
+}
+
+/// Parses a batch body (`{"events":[…]}`) into encoded events, in order.
+pub fn parse_batch(body: &mut [u8], timestamp: &str, max_events: usize) -> Result<Vec<Event>, PublishError> {
+    let batch: BatchIn =
+        simd_json::serde::from_slice(body).map_err(|e| PublishError::BadJson(e.to_string()))?;
+    if batch.events.is_empty() {
+        return Err(PublishError::EmptyBatch);
+    }
+    if batch.events.len() > max_events {
+        return Err(PublishError::TooManyEvents {
+            count: batch.events.len(),
+            max: max_events,
+        });
+    }
+    batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| encode(e, timestamp, Some(i)))
+        .collect()
+}
+
+/// Validates one event and encodes `{"event":…,"timestamp":…,"data":…}`
+/// into a text frame.
+fn encode(event: EventIn, timestamp: &str, index: Option<usize>) -> Result<Event, PublishError> {
+    let topic = Topic::parse(&event.topic).map_err(|error| PublishError::BadTopic { index, error })?;
+    if event.event.is_empty() || event.event.len() > MAX_EVENT_NAME {
+        return Err(PublishError::BadEventName { index });
+    }
+    Ok(Event {
+        topic: topic.key().into(),
+        frame: envelope_frame(&event.event, timestamp, &event.data),
+    })
+}
+
+/// The client envelope of an event as one shared text frame.
+pub fn envelope_frame(event: &str, timestamp: &str, data: &impl serde::Serialize) -> Arc<[u8]> {
+    let mut payload = Vec::with_capacity(96 + event.len());
+    payload.extend_from_slice(b"{\"event\":");
+    // Writing JSON into a Vec cannot fail.
+    let _ = simd_json::to_writer(&mut payload, event);
+    payload.extend_from_slice(b",\"timestamp\":\"");
+    payload.extend_from_slice(timestamp.as_bytes());
+    payload.extend_from_slice(b"\",\"data\":");
+    let _ = simd_json::to_writer(&mut payload, data);
+    payload.push(b'}');
+    frame::encode_shared(OpCode::Data(Data::Text), &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TS: &str = "2026-01-01T12:00:00.000Z";
+
+    fn payload(frame: &[u8]) -> &str {
+        let start = if frame[1] & 0x7f == 126 { 4 } else { 2 };
+        std::str::from_utf8(&frame[start..]).unwrap()
+    }
+
+    #[test]
+    fn one_event_becomes_its_envelope() {
+        let mut body =
+            br#"{"topic":"type:user","event":"product.approved","data":{"product_id":123,"name":"a\"b"}}"#
+                .to_vec();
+        let events = parse_one(&mut body, TS).unwrap();
+        assert_eq!(&*events[0].topic, "type:user");
+        let text = payload(&events[0].frame);
+        let v: OwnedValue = simd_json::from_slice(&mut text.as_bytes().to_vec()).unwrap();
+        use simd_json::prelude::*;
+        assert_eq!(v.get_str("event"), Some("product.approved"));
+        assert_eq!(v.get_str("timestamp"), Some(TS));
+        assert_eq!(v["data"].get_i64("product_id"), Some(123));
+        assert_eq!(v["data"].get_str("name"), Some("a\"b"));
+    }
+
+    #[test]
+    fn missing_data_is_null() {
+        let mut body = br#"{"topic":"all","event":"ping"}"#.to_vec();
+        let events = parse_one(&mut body, TS).unwrap();
+        assert!(payload(&events[0].frame).ends_with(r#""data":null}"#));
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        let mut b = b"{not json".to_vec();
+        assert!(matches!(parse_one(&mut b, TS), Err(PublishError::BadJson(_))));
+        let mut b = br#"{"event":"x"}"#.to_vec();
+        assert!(matches!(parse_one(&mut b, TS), Err(PublishError::BadJson(m)) if m.contains("topic")));
+        let mut b = br#"{"topic":"nope","event":"x"}"#.to_vec();
+        assert!(matches!(
+            parse_one(&mut b, TS),
+            Err(PublishError::BadTopic { index: None, .. })
+        ));
+        let mut b = br#"{"topic":"all","event":""}"#.to_vec();
+        assert_eq!(
+            parse_one(&mut b, TS).unwrap_err(),
+            PublishError::BadEventName { index: None }
+        );
+    }
+
+    #[test]
+    fn a_batch_with_one_bad_event_is_refused_whole() {
+        let mut b = br#"{"events":[{"topic":"all","event":"a"},{"topic":"bad","event":"b"}]}"#.to_vec();
+        let err = parse_batch(&mut b, TS, 10).unwrap_err();
+        assert!(err.to_string().starts_with("events[1]: invalid topic"), "{err}");
+        let mut b = br#"{"events":[]}"#.to_vec();
+        assert_eq!(parse_batch(&mut b, TS, 10).unwrap_err(), PublishError::EmptyBatch);
+        let two = br#"{"events":[{"topic":"all","event":"a"},{"topic":"user:x","event":"b"}]}"#;
+        assert_eq!(
+            parse_batch(&mut two.to_vec(), TS, 1).unwrap_err(),
+            PublishError::TooManyEvents { count: 2, max: 1 }
+        );
+        let events = parse_batch(&mut two.to_vec(), TS, 2).unwrap();
+        let topics: Vec<&str> = events.iter().map(|e| &*e.topic).collect();
+        assert_eq!(topics, ["all", "user:x"]);
+    }
+}
