@@ -270,3 +270,237 @@ pub fn ws_close_code(ws: &mut WebSocket<TcpStream>) -> Option<u16> {
         }
     }
 }
+
+/// The dev-mode API key (tests run the server in dev mode).
+pub const API_KEY: &str = shardcast::config::DEV_API_KEY;
+
+/// A token for `sub` allowed to open `types`, signed with the dev secret.
+pub fn token(sub: &str, types: &[&str]) -> String {
+    let mut claims = shardcast::token::Claims::new(sub, Duration::from_secs(600));
+    claims.types = types.iter().map(|t| t.to_string()).collect();
+    shardcast::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
+}
+
+/// Raises this process's soft open-file limit to the hard one.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain get/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// The server's resident set size in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// A keep-alive HTTP client for the publish API.
+pub struct Publisher {
+    stream: TcpStream,
+    key: String,
+}
+
+impl Publisher {
+    pub fn new(server: &Server) -> Publisher {
+        Publisher::with_key(server, API_KEY)
+    }
+
+    pub fn with_key(server: &Server, key: &str) -> Publisher {
+        Publisher {
+            stream: server.tcp(),
+            key: key.to_string(),
+        }
+    }
+
+    /// POSTs `body` to `path`; returns (status, body).
+    pub fn post(&mut self, path: &str, body: &str) -> (u16, String) {
+        let auth = if self.key.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {}\r\n", self.key)
+        };
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).unwrap();
+        let head = read_head(&mut self.stream);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).unwrap();
+        (split_response(&head).0, String::from_utf8(body).unwrap())
+    }
+
+    /// Publishes one event; asserts 202.
+    pub fn publish(&mut self, topic: &str, event: &str, data: &str) {
+        let body = format!(r#"{{"topic":"{topic}","event":"{event}","data":{data}}}"#);
+        let (status, reply) = self.post("/api/v1/publish", &body);
+        assert_eq!(status, 202, "{reply}");
+    }
+}
+
+/// Many subscribers read without blocking from one thread.
+pub struct Subscribers {
+    pub conns: Vec<Sub>,
+}
+
+/// One raw subscriber: its socket, unparsed bytes, text messages so far,
+/// and the close frame if one came.
+pub struct Sub {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub messages: Vec<String>,
+    pub close: Option<(u16, String)>,
+    pub eof: bool,
+}
+
+impl Sub {
+    /// Opens `path` (a WebSocket endpoint with its query) raw; non-blocking
+    /// afterwards. `rcvbuf` shrinks the socket's receive buffer first.
+    pub fn connect(server: &Server, path: &str, rcvbuf: Option<usize>) -> Sub {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        socket.connect(&server.addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 101"), "{path}: {head}");
+        stream.set_nonblocking(true).unwrap();
+        Sub {
+            stream,
+            buf: Vec::new(),
+            messages: Vec::new(),
+            close: None,
+            eof: false,
+        }
+    }
+
+    /// Reads what is available and parses whole frames. Returns true if
+    /// anything arrived.
+    pub fn pump(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        let mut got = false;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    got = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+        while let Some((first, payload, used)) = parse_server_frame(&self.buf) {
+            self.buf.drain(..used);
+            match first & 0x0f {
+                0x1 => self
+                    .messages
+                    .push(String::from_utf8(payload).expect("server text is UTF-8")),
+                0x8 => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    self.close = Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+                }
+                _ => {}
+            }
+        }
+        got
+    }
+
+    /// Pumps until `done(self)` or the deadline; returns whether it was done.
+    pub fn wait(&mut self, mut done: impl FnMut(&Sub) -> bool) -> bool {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.pump();
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline || self.eof {
+                return done(self);
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Subscribers {
+    /// Pumps every subscriber until each has `count` messages or the deadline.
+    pub fn wait_for(&mut self, count: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut idle = true;
+            for sub in &mut self.conns {
+                if sub.messages.len() < count && sub.pump() {
+                    idle = false;
+                }
+            }
+            if self.conns.iter().all(|s| s.messages.len() >= count) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            if idle {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// (first byte, payload, bytes used) of one unmasked frame at the start of `buf`.
+fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, start) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if buf.len() < start + len {
+        return None;
+    }
+    Some((buf[0], buf[start..start + len].to_vec(), start + len))
+}
+
+/// The integer after `"seq":` in a message.
+pub fn seq_of(message: &str) -> Option<u64> {
+    let rest = message.split("\"seq\":").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The `event` name of an envelope.
+pub fn event_of(message: &str) -> Option<&str> {
+    message.split("\"event\":\"").nth(1)?.split('"').next()
+}
