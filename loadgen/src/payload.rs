@@ -1,0 +1,51 @@
+//! The event payload: scheduled send time and sequence number ride inside
+//! `data`, padded to the requested size, so every delivery can be timed.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME: publisher and clients
+/// run on one machine, so their clocks agree).
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The JSON `data` of event `seq` scheduled at `ts_ns`, padded so the whole
+/// client envelope is about `payload_bytes`.
+pub fn data(seq: u64, ts_ns: u64, payload_bytes: usize) -> String {
+    // The envelope adds ~70 bytes around data; product fields add ~60.
+    let fixed = 70 + 60 + 40;
+    let pad = payload_bytes.saturating_sub(fixed);
+    format!(
+        r#"{{"seq":{seq},"ts":{ts_ns},"product_id":{seq},"product_name":"loadgen product","shop_id":10,"pad":"{}"}}"#,
+        "x".repeat(pad)
+    )
+}
+
+/// `(seq, ts_ns)` from a received envelope, if it carries them.
+pub fn decode(message: &[u8]) -> Option<(u64, u64)> {
+    Some((number_after(message, b"\"seq\":")?, number_after(message, b"\"ts\":")?))
+}
+
+fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let at = hay.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&hay[at..at + digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_round_trips_through_an_envelope() {
+        let d = data(42, 1_700_000_000_123_456_789, 400);
+        let envelope = format!(r#"{{"event":"product.approved","timestamp":"T","data":{d}}}"#);
+        assert!((380..=420).contains(&envelope.len()), "{}", envelope.len());
+        assert_eq!(decode(envelope.as_bytes()), Some((42, 1_700_000_000_123_456_789)));
+    }
+
+    #[test]
+    fn messages_without_fields_decode_to_none() {
+        assert_eq!(decode(br#"{"event":"connected"}"#), None);
+    }
+}

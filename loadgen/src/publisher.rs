@@ -1,0 +1,110 @@
+//! Open-loop HTTP publisher: event `i` is scheduled at `start + i / rate`
+//! and carries that time, so latency is measured from when it should have
+//! been sent (no coordinated omission). Requests are pipelined on one
+//! keep-alive connection; a reader thread checks every answer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::payload;
+
+/// What to publish.
+pub struct PublishPlan {
+    pub target: SocketAddr,
+    pub api_key: String,
+    pub topic: String,
+    pub events: u64,
+    /// Events per second; `None` sends them back to back (a burst).
+    pub rate: Option<f64>,
+    pub payload_bytes: usize,
+}
+
+/// How publishing went.
+pub struct Published {
+    /// Requests answered 2xx.
+    pub accepted: u64,
+    /// First non-2xx answer, if any.
+    pub error: Option<String>,
+    /// Wall-clock ns when the first event was scheduled.
+    pub start_ns: u64,
+}
+
+/// Publishes every event of `plan`; returns once all answers are read.
+pub fn run(plan: &PublishPlan) -> std::io::Result<Published> {
+    let stream = TcpStream::connect(plan.target)?;
+    stream.set_nodelay(true)?;
+    let reader = stream.try_clone()?;
+    let events = plan.events;
+    let answers = thread::spawn(move || read_answers(reader, events));
+    let mut writer = std::io::BufWriter::with_capacity(256 * 1024, stream);
+    let start = Instant::now();
+    let start_ns = payload::now_ns();
+    for seq in 0..plan.events {
+        let offset = match plan.rate {
+            Some(rate) => Duration::from_secs_f64(seq as f64 / rate),
+            None => Duration::ZERO,
+        };
+        if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
+            writer.flush()?;
+            thread::sleep(wait);
+        }
+        let ts = start_ns + offset.as_nanos() as u64;
+        let body = format!(
+            r#"{{"topic":"{}","event":"product.approved","data":{}}}"#,
+            plan.topic,
+            payload::data(seq, ts, plan.payload_bytes)
+        );
+        write!(
+            writer,
+            "POST /api/v1/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            plan.target,
+            plan.api_key,
+            body.len()
+        )?;
+        if plan.rate.is_some() {
+            writer.flush()?;
+        }
+    }
+    writer.flush()?;
+    let (accepted, error) = answers.join().unwrap_or((0, Some("answer reader panicked".into())));
+    Ok(Published {
+        accepted,
+        error,
+        start_ns,
+    })
+}
+
+/// Reads `count` HTTP responses; returns (2xx count, first error).
+fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
+    let mut reader = BufReader::new(stream);
+    let mut accepted = 0;
+    let mut error = None;
+    for _ in 0..count {
+        let mut status = String::new();
+        if reader.read_line(&mut status).unwrap_or(0) == 0 {
+            error.get_or_insert_with(|| "publisher connection closed".to_string());
+            break;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        let _ = reader.read_exact(&mut body);
+        if status.split(' ').nth(1).is_some_and(|s| s.starts_with('2')) {
+            accepted += 1;
+        } else {
+            error.get_or_insert_with(|| format!("{} {}", status.trim(), String::from_utf8_lossy(&body)));
+        }
+    }
+    (accepted, error)
+}
