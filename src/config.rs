@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// Comma-separated client types served on /ws/{client_type}.
     #[arg(long, env = "SHARDCAST_CLIENT_TYPES")]
     pub client_types: Option<String>,
+    /// Do not pin shards to CPUs (for hosts where other busy processes, such
+    /// as a load generator, share the cores).
+    #[arg(long, env = "SHARDCAST_NO_PIN")]
+    pub no_pin: bool,
     /// Serve /ws/echo (no auth; for conformance tests only).
     #[arg(long, env = "SHARDCAST_ECHO")]
     pub echo: bool,
@@ -144,6 +148,7 @@ struct FileConfig {
     allowed_origins: Option<String>,
     client_types: Option<String>,
     echo: Option<bool>,
+    pin: Option<bool>,
     log_format: Option<LogFormat>,
     log: Option<String>,
 }
@@ -170,6 +175,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub client_types: Vec<String>,
     pub echo: bool,
+    /// Pin each shard to one CPU (default).
+    pub pin: bool,
     /// True when no JWT secret was configured: loopback only, fixed dev secrets.
     pub dev_mode: bool,
     pub log_format: LogFormat,
@@ -274,6 +281,7 @@ impl Config {
             allowed_origins: list(pick!(allowed_origins).as_deref()).unwrap_or_default(),
             client_types,
             echo: args.echo || file.echo.unwrap_or(false),
+            pin: !args.no_pin && file.pin.unwrap_or(true),
             dev_mode,
             log_format: pick!(log_format).unwrap_or(LogFormat::Human),
             log: pick!(log).unwrap_or_else(|| "info".to_string()),

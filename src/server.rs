@@ -63,7 +63,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             verifier: verifier.clone(),
         };
         let events = event_rxs.remove(0);
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
+        let placement = if config.pin {
+            Placement::Fixed(cpus[id % cpus.len()])
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
             .spawn(move || shard::run(id, shared, fd, events, rx))

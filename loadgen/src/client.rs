@@ -56,7 +56,9 @@ pub async fn run_worker(first: usize, conns: usize, plan: Arc<Plan>, progress: A
     for task in tasks {
         task.await;
     }
-    Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone())
+    Rc::try_unwrap(stats)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| rc.borrow().clone())
 }
 
 /// One subscriber. Returns false if it never got connected.
@@ -120,7 +122,13 @@ async fn connect(index: usize, plan: &Plan) -> io::Result<TcpStream> {
         head.push(byte[0]);
     }
     if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(io::Error::other(String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string()));
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ));
     }
     stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
     Ok(stream)

@@ -67,6 +67,10 @@ struct Args {
     /// Shards for --spawn.
     #[arg(long)]
     shards: Option<usize>,
+    /// For --spawn: pin the server's shards to CPUs (off by default: the
+    /// loadgen shares the machine's cores with the server).
+    #[arg(long)]
+    pin: bool,
     /// Server process id, to report its CPU per delivery and RSS.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -139,13 +143,25 @@ fn run(args: &Args) -> Result<Report, String> {
         spawned = Some(ServerGuard(child));
         (addr, Some(pid))
     } else {
-        let text = args.target.as_deref().ok_or("give --target http://HOST:PORT or --spawn")?;
+        let text = args
+            .target
+            .as_deref()
+            .ok_or("give --target http://HOST:PORT or --spawn")?;
         let addr = text.trim_start_matches("http://").trim_end_matches('/');
-        (addr.parse().map_err(|_| format!("--target: '{text}' is not http://IP:PORT"))?, args.server_pid)
+        (
+            addr.parse()
+                .map_err(|_| format!("--target: '{text}' is not http://IP:PORT"))?,
+            args.server_pid,
+        )
     };
     let rate = match args.rate.as_str() {
         "max" => None,
-        r => Some(r.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or("--rate must be a positive number or 'max'")?),
+        r => Some(
+            r.parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0)
+                .ok_or("--rate must be a positive number or 'max'")?,
+        ),
     };
     let token = mint_token(&args.jwt_secret)?;
     let sep = if args.path.contains('?') { '&' } else { '?' };
@@ -212,7 +228,9 @@ fn run(args: &Args) -> Result<Report, String> {
     let expected = connected as u64 * args.events;
     let span_ns = total.last_ns.saturating_sub(published.start_ns).max(1);
     let cpu = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) if total.received > 0 => Some((b - a) as f64 * 1e6 / ticks_per_sec() / total.received as f64),
+        (Some(a), Some(b)) if total.received > 0 => {
+            Some((b - a) as f64 * 1e6 / ticks_per_sec() / total.received as f64)
+        }
         _ => None,
     };
     let latency = Percentiles::of(&total.latency);
@@ -262,6 +280,9 @@ fn spawn_server(args: &Args) -> Result<(Child, SocketAddr), String> {
     if args.jwt_secret != DEV_JWT_SECRET {
         cmd.args(["--jwt-secret", &args.jwt_secret, "--api-key", &args.api_key]);
     }
+    if !args.pin {
+        cmd.arg("--no-pin");
+    }
     if let Some(shards) = args.shards {
         cmd.args(["--shards", &shards.to_string()]);
     }
@@ -276,7 +297,10 @@ fn spawn_server(args: &Args) -> Result<(Child, SocketAddr), String> {
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(addr) = line.strip_prefix("shardcast listening on ") {
-                    break addr.trim().parse().map_err(|_| "bad listening line".to_string())?;
+                    break addr
+                        .trim()
+                        .parse()
+                        .map_err(|_| "bad listening line".to_string())?;
                 }
             }
             _ => return Err("the spawned server exited before listening".into()),
@@ -314,7 +338,8 @@ fn parse_ips(text: &str) -> Result<Vec<Ipv4Addr>, String> {
     for part in text.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (Ipv4Addr, Ipv4Addr) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 out.extend((u32::from(a)..=u32::from(b)).map(Ipv4Addr::from));
             }
             None => out.push(part.parse().map_err(|_| bad())?),
@@ -351,5 +376,11 @@ fn ticks_per_sec() -> f64 {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

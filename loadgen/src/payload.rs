@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME: publisher and clients
 /// run on one machine, so their clocks agree).
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The JSON `data` of event `seq` scheduled at `ts_ns`, padded so the whole
@@ -23,7 +25,10 @@ pub fn data(seq: u64, ts_ns: u64, payload_bytes: usize) -> String {
 
 /// `(seq, ts_ns)` from a received envelope, if it carries them.
 pub fn decode(message: &[u8]) -> Option<(u64, u64)> {
-    Some((number_after(message, b"\"seq\":")?, number_after(message, b"\"ts\":")?))
+    Some((
+        number_after(message, b"\"seq\":")?,
+        number_after(message, b"\"ts\":")?,
+    ))
 }
 
 fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {

@@ -69,7 +69,9 @@ pub fn run(plan: &PublishPlan) -> std::io::Result<Published> {
         }
     }
     writer.flush()?;
-    let (accepted, error) = answers.join().unwrap_or((0, Some("answer reader panicked".into())));
+    let (accepted, error) = answers
+        .join()
+        .unwrap_or((0, Some("answer reader panicked".into())));
     Ok(Published {
         accepted,
         error,

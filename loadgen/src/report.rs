@@ -107,8 +107,15 @@ impl Report {
         if let Some(cpu) = self.server_cpu_us_per_delivery {
             let _ = writeln!(out, "server CPU per delivery {cpu:.3} µs");
         }
-        let _ = writeln!(out, "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "latency (µs)", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max");
-        for (name, p) in [("send → receive", &self.latency_us), ("event → last recipient", &self.event_completion_us)] {
+        let _ = writeln!(
+            out,
+            "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "latency (µs)", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+        );
+        for (name, p) in [
+            ("send → receive", &self.latency_us),
+            ("event → last recipient", &self.event_completion_us),
+        ] {
             let _ = writeln!(
                 out,
                 "{name:<24}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}",

@@ -42,7 +42,9 @@ impl WorkerStats {
     /// Records one delivery of event `seq` sent at `sent_ns`, received at `now_ns`.
     pub fn record(&mut self, seq: u64, sent_ns: u64, now_ns: u64) {
         self.received += 1;
-        let _ = self.latency.record(now_ns.saturating_sub(sent_ns).clamp(1, MAX_LATENCY_NS));
+        let _ = self
+            .latency
+            .record(now_ns.saturating_sub(sent_ns).clamp(1, MAX_LATENCY_NS));
         if let Some(last) = self.last_receive.get_mut(seq as usize) {
             *last = (*last).max(now_ns);
         }
