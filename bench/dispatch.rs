@@ -28,6 +28,7 @@ fn batch() -> Arc<Batch> {
         events: vec![Event {
             topic: "type:user".into(),
             frame: frame::encode_shared(OpCode::Data(Data::Text), &[b'x'; 400]),
+            device: None,
         }],
         accepted: Instant::now(),
     })

@@ -11,6 +11,9 @@ pub struct Event {
     pub topic: Box<str>,
     /// Header + payload, unmasked: written as is to every subscriber.
     pub frame: Arc<[u8]>,
+    /// Set on device-status events: every shard records the frame as that
+    /// device's last known status (new monitors receive it first).
+    pub device: Option<Arc<str>>,
 }
 
 /// Events accepted together (one publish request), in order.

@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// Comma-separated client types served on /ws/{client_type}.
     #[arg(long, env = "SHARDCAST_CLIENT_TYPES")]
     pub client_types: Option<String>,
+    /// Client types that are devices (publish online/offline, may report status).
+    #[arg(long, env = "SHARDCAST_DEVICE_TYPES")]
+    pub device_types: Option<String>,
     /// Do not pin shards to CPUs (for hosts where other busy processes, such
     /// as a load generator, share the cores).
     #[arg(long, env = "SHARDCAST_NO_PIN")]
@@ -147,6 +150,7 @@ struct FileConfig {
     api_key: Option<String>,
     allowed_origins: Option<String>,
     client_types: Option<String>,
+    device_types: Option<String>,
     echo: Option<bool>,
     pin: Option<bool>,
     log_format: Option<LogFormat>,
@@ -174,6 +178,7 @@ pub struct Config {
     pub api_key: String,
     pub allowed_origins: Vec<String>,
     pub client_types: Vec<String>,
+    pub device_types: Vec<String>,
     pub echo: bool,
     /// Pin each shard to one CPU (default).
     pub pin: bool,
@@ -279,6 +284,8 @@ impl Config {
             jwt_secret: jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.to_string()),
             api_key,
             allowed_origins: list(pick!(allowed_origins).as_deref()).unwrap_or_default(),
+            device_types: list(pick!(device_types).as_deref())
+                .unwrap_or_else(|| vec!["pico".into(), "esp32cam".into()]),
             client_types,
             echo: args.echo || file.echo.unwrap_or(false),
             pin: !args.no_pin && file.pin.unwrap_or(true),

@@ -18,7 +18,8 @@ use glommio::net::TcpStream;
 
 use std::sync::Arc;
 
-use crate::client_msg;
+use crate::client_msg::{self, Action};
+use crate::devices;
 use crate::frame::{self, Control, Data, OpCode};
 use crate::protocol::{Message, ProtocolError, Receiver};
 use crate::queue::{Chunk, OutQueue};
@@ -46,6 +47,10 @@ pub enum Role {
     Echo,
     /// An application client: JSON messages (`client_msg`).
     Client,
+    /// A device (`device_types`): a client that may also report its status.
+    Device,
+    /// A device-status monitor: receives status objects only, answers nothing.
+    Monitor,
 }
 
 /// What happened to frames handed to [`Conn::send_shared`].
@@ -83,6 +88,8 @@ pub struct Conn {
     close_deadline: Cell<u32>,
     /// Index into the configured client types, for the per-type counters.
     pub client_type: Option<u16>,
+    /// The device id of a device connection (its token's `sub`).
+    pub device: std::cell::OnceCell<Rc<String>>,
     /// Topics this connection is subscribed to, to undo on close. A boxed
     /// slice (rebuilt on the rare change) keeps `Conn` in a smaller class.
     pub subscriptions: RefCell<Box<[Subscription]>>,
@@ -101,6 +108,7 @@ impl Conn {
             close_deadline: Cell::new(u32::MAX),
             client_type,
             subscriptions: RefCell::new(Box::default()),
+            device: std::cell::OnceCell::new(),
         }
     }
 
@@ -307,6 +315,12 @@ impl Future for Driver {
             let this = self.get_mut();
             this.conn.kill();
             this.shard.unregister(&this.conn);
+            if let Some(device) = this.conn.device.get() {
+                let now = crate::time::now_rfc3339();
+                if let Ok(events) = devices::events(device, &devices::bare("offline"), &now) {
+                    this.shard.publish_later(events);
+                }
+            }
             // FIN rather than RST where the peer has read everything; the
             // descriptor itself closes when the task drops the stream.
             // SAFETY: shutdown(2) on the socket this driver owns.
@@ -467,30 +481,39 @@ impl Driver {
     }
 }
 
+fn send_text(conn: &Conn, text: &str) {
+    conn.send(Chunk::Owned(frame::encode(
+        OpCode::Data(Data::Text),
+        text.as_bytes(),
+    )));
+}
+
 /// Acts on one complete message from the client.
 fn handle(conn: &Conn, shard: &Shard, role: Role, state: State, message: Message<'_>) {
     match (state, message) {
         (State::Open, Message::Text(payload)) => match role {
             Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Text), payload))),
-            Role::Client => {
+            Role::Monitor => {}
+            Role::Client | Role::Device => {
                 // The payload is ours to parse in place (simd-json mutates it).
                 let mut text = payload.to_vec();
-                let reply = client_msg::reply(&mut text, &crate::time::now_rfc3339());
-                conn.send(Chunk::Owned(frame::encode(
-                    OpCode::Data(Data::Text),
-                    reply.as_bytes(),
-                )));
+                let now = crate::time::now_rfc3339();
+                let device = conn.device.get().map(|d| d.as_str());
+                match client_msg::handle(&mut text, &now, device) {
+                    Action::Reply(reply) => send_text(conn, &reply),
+                    Action::Publish { events, reply } => {
+                        shard.publish_later(events);
+                        if let Some(reply) = reply {
+                            send_text(conn, &reply);
+                        }
+                    }
+                }
             }
         },
         (State::Open, Message::Binary(payload)) => match role {
             Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Binary), payload))),
-            Role::Client => {
-                let reply = client_msg::binary_reply();
-                conn.send(Chunk::Owned(frame::encode(
-                    OpCode::Data(Data::Text),
-                    reply.as_bytes(),
-                )));
-            }
+            Role::Monitor => {}
+            Role::Client | Role::Device => send_text(conn, &client_msg::binary_reply()),
         },
         (State::Open, Message::Ping(payload)) => {
             conn.send(Chunk::Owned(frame::encode(
@@ -519,13 +542,13 @@ fn handle(conn: &Conn, shard: &Shard, role: Role, state: State, message: Message
 #[cfg(test)]
 mod tests {
     /// Idle connections must stay small (target: <= 1 KiB of RSS each,
-    /// `bench/idle-rss`): `Conn` (88 bytes with its subscription list) plus
-    /// its `Rc` header fits mimalloc's 112-byte class, and the task (driver +
+    /// `bench/idle-rss`): `Conn` (96 bytes with its subscription list and
+    /// device id) plus its `Rc` header fits mimalloc's 112-byte class, and the task (driver +
     /// glommio's task header) fits the 224-byte class.
     #[test]
     fn idle_connection_state_stays_small() {
         assert!(
-            std::mem::size_of::<super::Conn>() <= 88,
+            std::mem::size_of::<super::Conn>() <= 96,
             "{}",
             std::mem::size_of::<super::Conn>()
         );

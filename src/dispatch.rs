@@ -46,6 +46,13 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
             max_queue_bytes: shard.config.max_queue_bytes,
             close_deadline: shard.clock() + shard.close_timeout_secs(),
         };
+        let mut devices = shard.devices.borrow_mut();
+        for event in pending.iter().flat_map(|b| b.events.iter()) {
+            if let Some(device) = &event.device {
+                devices.insert(device.clone(), event.frame.clone());
+            }
+        }
+        drop(devices);
         let done = deliver(&shard.registry.borrow(), &pending, policy);
         shard
             .counters()

@@ -19,7 +19,7 @@ use crate::queue::Chunk;
 use crate::route::{self, Endpoint, RouteError};
 use crate::shard::Shard;
 use crate::token::Claims;
-use crate::{publish, time, topic, upgrade};
+use crate::{devices, publish, time, topic, upgrade};
 
 /// What to do with the socket after answering a request.
 enum Next {
@@ -33,8 +33,10 @@ struct Upgrade {
     role: Role,
     client_type: Option<u16>,
     topics: Vec<String>,
-    /// Sent first (the `connected` event), if any.
-    hello: Option<Arc<[u8]>>,
+    /// Sent first: the `connected` event, or a monitor's last known statuses.
+    first: Vec<Arc<[u8]>>,
+    /// A device connection's id (publishes online now, offline at close).
+    device: Option<String>,
 }
 
 /// Serves `stream` until it closes, times out or upgrades.
@@ -91,11 +93,20 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 };
                 drop(buf);
                 let conn = shard.register(stream.as_raw_fd(), up.client_type);
+                // Snapshot and subscription in one turn of this shard: no
+                // status update can fall between them.
                 for topic in &up.topics {
                     shard.subscribe(&conn, topic);
                 }
-                if let Some(hello) = up.hello {
-                    conn.send(Chunk::Shared(hello));
+                for frame in up.first {
+                    conn.send(Chunk::Shared(frame));
+                }
+                if let Some(device) = up.device {
+                    let now = time::now_rfc3339();
+                    if let Ok(events) = devices::events(&device, &devices::bare("online"), &now) {
+                        shard.publish_later(events);
+                    }
+                    let _ = conn.device.set(Rc::new(device));
                 }
                 // A task of its own: the handshake's larger state is freed
                 // now instead of living as long as the connection.
@@ -158,7 +169,8 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 role: Role::Echo,
                 client_type: None,
                 topics: Vec::new(),
-                hello: None,
+                first: Vec::new(),
+                device: None,
             })
         }),
         Endpoint::Client { client_type } => accept_upgrade(shard, &request, || {
@@ -167,15 +179,17 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
             if !claims.types.iter().any(|t| t == name) {
                 return Err(AuthError::Forbidden(format!("client type '{name}'")));
             }
+            let is_device = shard.config.device_types.iter().any(|t| t == name);
             Ok(Upgrade {
-                role: Role::Client,
+                role: if is_device { Role::Device } else { Role::Client },
                 client_type: Some(client_type),
                 topics: vec![
                     "all".into(),
                     format!("type:{name}"),
                     format!("user:{}", claims.sub),
                 ],
-                hello: Some(connected(shard, Some(name), &claims.sub)),
+                first: vec![connected(shard, Some(name), &claims.sub)],
+                device: is_device.then(|| claims.sub.clone()),
             })
         }),
         Endpoint::UserSocket { user_id } => accept_upgrade(shard, &request, || {
@@ -187,9 +201,37 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 role: Role::Client,
                 client_type: None,
                 topics: vec![format!("user:{}", claims.sub), "all".into()],
-                hello: Some(connected(shard, None, &claims.sub)),
+                first: vec![connected(shard, None, &claims.sub)],
+                device: None,
             })
         }),
+        Endpoint::Monitor { device } => accept_upgrade(shard, &request, || {
+            let claims = client_claims(shard, &request)?;
+            let allowed = |id: &str| claims.devices.iter().any(|d| d == "*" || d == id);
+            let (topic, first) = match &device {
+                None if allowed("*") => (
+                    "devices".to_string(),
+                    shard.devices.borrow().values().cloned().collect(),
+                ),
+                Some(id) if allowed(id) => {
+                    let last = shard.devices.borrow().get(id.as_str()).cloned();
+                    (format!("device:{id}"), last.into_iter().collect())
+                }
+                None => return Err(AuthError::Forbidden("watching all devices".into())),
+                Some(id) => return Err(AuthError::Forbidden(format!("watching device '{id}'"))),
+            };
+            Ok(Upgrade {
+                role: Role::Monitor,
+                client_type: None,
+                topics: vec![topic],
+                first,
+                device: None,
+            })
+        }),
+        Endpoint::DeviceStatus { device_id } => (
+            device_status(shard, &mut request, &device_id, keep_alive).await,
+            after(),
+        ),
     }
 }
 
@@ -256,6 +298,46 @@ struct Accepted<'a> {
     id: &'a str,
     events: usize,
     timestamp: &'a str,
+}
+
+/// `POST /api/v1/devices/{id}/status`: API key, validate, record, fan out.
+async fn device_status(shard: &Shard, request: &mut Request, device_id: &str, keep_alive: bool) -> Vec<u8> {
+    if !auth::has_api_key(request, &shard.config.api_key) {
+        let (status, code) = AuthError::BadApiKey.status();
+        let message = AuthError::BadApiKey.to_string();
+        return http::error_response(
+            status,
+            code,
+            &message,
+            keep_alive,
+            &[("WWW-Authenticate", "Bearer")],
+        );
+    }
+    let timestamp = time::now_rfc3339();
+    let events =
+        devices::parse(&mut request.body).and_then(|report| devices::events(device_id, &report, &timestamp));
+    let events = match events {
+        Ok(events) => events,
+        Err(error) => {
+            let (status, code) = error.status();
+            return http::error_response(status, code, &error.to_string(), keep_alive, &[]);
+        }
+    };
+    let id = shard.next_id();
+    shard
+        .broadcaster
+        .publish(Batch {
+            events,
+            accepted: Instant::now(),
+        })
+        .await;
+    let body = simd_json::to_string(&Accepted {
+        id: &id,
+        events: 1,
+        timestamp: &timestamp,
+    })
+    .unwrap_or_default();
+    http::json_response(202, &body, keep_alive, &[])
 }
 
 /// `POST /api/v1/publish[/batch]`: API key, parse, encode once, broadcast.

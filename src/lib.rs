@@ -21,6 +21,7 @@ pub mod broadcast;
 pub mod client_msg;
 pub mod config;
 pub mod conn;
+pub mod devices;
 pub mod dispatch;
 pub mod frame;
 pub mod handler;

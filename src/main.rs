@@ -27,7 +27,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Mint a client or device token offline (prints it on stdout).
+    Token(shardcast::token::TokenArgs),
 }
 
 /// mimalloc v3's `mi_option_arena_eager_commit`.
@@ -49,7 +51,20 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Token(args) => match shardcast::token::mint(&args) {
+            Ok((token, dev)) => {
+                if dev {
+                    eprintln!("shardcast: no --secret or SHARDCAST_JWT_SECRET: signed with the DEV secret (dev mode only)");
+                }
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("shardcast: {error}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -100,6 +100,7 @@ fn encode(event: EventIn, timestamp: &str, index: Option<usize>) -> Result<Event
     Ok(Event {
         topic: topic.key().into(),
         frame: envelope_frame(&event.event, timestamp, &event.data),
+        device: None,
     })
 }
 

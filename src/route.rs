@@ -19,6 +19,10 @@ pub enum Endpoint {
     Publish,
     /// `POST /api/v1/publish/batch`
     PublishBatch,
+    /// `GET /ws/devices/all` (`device: None`) or `/ws/devices/{id}` upgrade.
+    Monitor { device: Option<String> },
+    /// `POST /api/v1/devices/{device_id}/status`
+    DeviceStatus { device_id: String },
 }
 
 impl Endpoint {
@@ -26,7 +30,7 @@ impl Endpoint {
     pub fn is_websocket(&self) -> bool {
         matches!(
             self,
-            Endpoint::Echo | Endpoint::Client { .. } | Endpoint::UserSocket { .. }
+            Endpoint::Echo | Endpoint::Client { .. } | Endpoint::UserSocket { .. } | Endpoint::Monitor { .. }
         )
     }
 }
@@ -49,6 +53,7 @@ pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, Rout
         "/api/v1/publish" => (Endpoint::Publish, "POST"),
         "/api/v1/publish/batch" => (Endpoint::PublishBatch, "POST"),
         _ => match dynamic(path, config) {
+            Some(endpoint @ Endpoint::DeviceStatus { .. }) => (endpoint, "POST"),
             Some(endpoint) => (endpoint, "GET"),
             None => return Err(RouteError::NotFound),
         },
@@ -62,6 +67,22 @@ pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, Rout
 
 /// Paths with a parameter.
 fn dynamic(path: &str, config: &Config) -> Option<Endpoint> {
+    let segment = |s: &str| !s.is_empty() && !s.contains('/');
+    if let Some(device) = path.strip_prefix("/ws/devices/") {
+        return match device {
+            "all" => Some(Endpoint::Monitor { device: None }),
+            d if segment(d) => Some(Endpoint::Monitor {
+                device: Some(d.to_string()),
+            }),
+            _ => None,
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/devices/") {
+        let device_id = rest.strip_suffix("/status")?;
+        return segment(device_id).then(|| Endpoint::DeviceStatus {
+            device_id: device_id.to_string(),
+        });
+    }
     if let Some(user_id) = path.strip_prefix("/api/v1/websocket/ws/") {
         return (!user_id.is_empty() && !user_id.contains('/')).then(|| Endpoint::UserSocket {
             user_id: user_id.to_string(),
@@ -122,6 +143,32 @@ mod tests {
             route("GET", "/api/v1/websocket/ws/", &c),
             Err(RouteError::NotFound)
         );
+    }
+
+    #[test]
+    fn device_monitors_and_status() {
+        let c = config(false);
+        assert_eq!(
+            route("GET", "/ws/devices/all", &c),
+            Ok(Endpoint::Monitor { device: None })
+        );
+        assert_eq!(
+            route("GET", "/ws/devices/esp-1", &c),
+            Ok(Endpoint::Monitor {
+                device: Some("esp-1".into())
+            })
+        );
+        assert_eq!(
+            route("POST", "/api/v1/devices/esp-1/status", &c),
+            Ok(Endpoint::DeviceStatus {
+                device_id: "esp-1".into()
+            })
+        );
+        assert_eq!(
+            route("GET", "/api/v1/devices/esp-1/status", &c),
+            Err(RouteError::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(route("GET", "/ws/devices/", &c), Err(RouteError::NotFound));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Shard {
     pub verifier: Arc<Verifier>,
     /// Topic → this shard's subscribers.
     pub registry: RefCell<Registry>,
+    /// Last known status frame of every device, kept by this shard's
+    /// dispatcher; sorted so a monitor of all devices gets a stable order.
+    pub devices: RefCell<std::collections::BTreeMap<Arc<str>, Arc<[u8]>>>,
     /// Ids handed out to connections and publish requests.
     next_id: Cell<u64>,
     /// Upgraded connections, by key.
@@ -77,6 +80,16 @@ impl Shard {
         let n = self.next_id.get();
         self.next_id.set(n + 1);
         format!("{}-{n}", self.id)
+    }
+
+    /// Publishes `events` from this shard (spawned: callers may be sync).
+    pub fn publish_later(&self, events: Vec<crate::broadcast::Event>) {
+        let broadcaster = self.broadcaster.clone();
+        let batch = Batch {
+            events,
+            accepted: Instant::now(),
+        };
+        glommio::spawn_local(async move { broadcaster.publish(batch).await }).detach();
     }
 
     /// Subscribes `conn` to `topic` (once).
@@ -145,6 +158,7 @@ pub async fn run(
         broadcaster: shared.broadcaster,
         verifier: shared.verifier,
         registry: RefCell::new(Registry::default()),
+        devices: RefCell::new(std::collections::BTreeMap::new()),
         next_id: Cell::new(0),
         conns: RefCell::new(Slab::new()),
         scratch: Rc::new(RefCell::new(vec![0; SCRATCH_BYTES])),

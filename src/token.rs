@@ -1,9 +1,10 @@
-//! Client token claims and offline minting (dev-mode banner now, the
-//! `shardcast token` subcommand later). Tokens are never logged.
+//! Client token claims and offline minting: the dev-mode banner and the
+//! `shardcast token` subcommand (devices are provisioned with tokens minted
+//! offline; no endpoint hands them out). Tokens are never logged.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{encode, EncodingKey, Header};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 /// What a client token says about its holder.
@@ -46,6 +47,95 @@ impl Claims {
             devices: Vec::new(),
         }
     }
+}
+
+/// `shardcast token` flags.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// Subject: the user or device id.
+    #[arg(long)]
+    pub sub: String,
+    /// Client types the token may open, comma-separated (e.g. user,shop).
+    #[arg(long, default_value = "")]
+    pub types: String,
+    /// Rooms (or `prefix*`) it may join, comma-separated.
+    #[arg(long, default_value = "")]
+    pub rooms: String,
+    /// Rooms it may publish to, comma-separated.
+    #[arg(long, default_value = "")]
+    pub publish: String,
+    /// Device ids it may watch (`*` = all), comma-separated.
+    #[arg(long, default_value = "")]
+    pub devices: String,
+    /// Lifetime, e.g. 30m, 24h, 365d.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// HS256 secret (default: SHARDCAST_JWT_SECRET, else the dev secret).
+    #[arg(
+        long,
+        env = "SHARDCAST_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "key"
+    )]
+    pub secret: Option<String>,
+    /// PEM private key (RSA → RS256, EC P-256 → ES256) instead of a secret.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// Why a token cannot be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid --ttl '{0}': use e.g. 30m, 24h, 365d")]
+    Ttl(String),
+    #[error("cannot read --key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("cannot sign: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Mints the token `args` describe. The second value says whether the
+/// built-in dev secret was used (the caller warns).
+pub fn mint(args: &TokenArgs) -> Result<(String, bool), TokenError> {
+    let ttl = crate::config::parse_duration(&args.ttl)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| TokenError::Ttl(args.ttl.clone()))?;
+    let list = |s: &str| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let mut claims = Claims::new(&args.sub, ttl);
+    claims.types = list(&args.types);
+    claims.rooms = list(&args.rooms);
+    claims.publish = list(&args.publish);
+    claims.devices = list(&args.devices);
+    if let Some(path) = &args.key {
+        let pem = std::fs::read(path).map_err(|e| TokenError::Key {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (alg, key) = match EncodingKey::from_rsa_pem(&pem) {
+            Ok(key) => (Algorithm::RS256, key),
+            Err(_) => (
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(&pem).map_err(|e| TokenError::Key {
+                    path: path.display().to_string(),
+                    reason: format!("neither an RSA nor an EC private key in PEM: {e}"),
+                })?,
+            ),
+        };
+        return Ok((encode(&Header::new(alg), &claims, &key)?, false));
+    }
+    let dev = args.secret.as_deref().is_none_or(str::is_empty);
+    let secret = args
+        .secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(crate::config::DEV_JWT_SECRET);
+    Ok((mint_hs256(&claims, secret)?, dev))
 }
 
 /// Signs `claims` with HS256 and `secret`.

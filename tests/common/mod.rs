@@ -504,3 +504,16 @@ pub fn seq_of(message: &str) -> Option<u64> {
 pub fn event_of(message: &str) -> Option<&str> {
     message.split("\"event\":\"").nth(1)?.split('"').next()
 }
+
+/// A token for `sub` with client `types` and watchable `devices`.
+pub fn token_with_devices(sub: &str, types: &[&str], devices: &[&str]) -> String {
+    let mut claims = shardcast::token::Claims::new(sub, Duration::from_secs(600));
+    claims.types = types.iter().map(|t| t.to_string()).collect();
+    claims.devices = devices.iter().map(|t| t.to_string()).collect();
+    shardcast::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
+}
+
+/// The `status` field of a device-status object.
+pub fn status_of(message: &str) -> Option<&str> {
+    message.split("\"status\":\"").nth(1)?.split('"').next()
+}

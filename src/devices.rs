@@ -1,0 +1,171 @@
+//! Device status: the statuses a device may report, the flat object
+//! monitors parse (`{"device_id":…,"status":…,…}`, no envelope), and the
+//! events that carry it to `devices` and `device:{id}` monitors.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use simd_json::OwnedValue;
+
+use crate::broadcast::Event;
+use crate::frame::{self, Data, OpCode};
+use crate::topic;
+
+/// Statuses a device may report.
+pub const STATUSES: &[&str] = &["success", "fail", "error", "online", "offline"];
+
+/// Why a status report is refused (nothing is published).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
+    #[error("'status' must be one of success, fail, error, online, offline (got '{0}')")]
+    BadStatus(String),
+    #[error("missing 'status' (one of success, fail, error, online, offline)")]
+    MissingStatus,
+    #[error("invalid device id: {0}")]
+    BadDeviceId(topic::TopicError),
+}
+
+impl StatusError {
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            StatusError::BadJson(_) => (400, "bad_json"),
+            _ => (400, "bad_status"),
+        }
+    }
+}
+
+/// A status report as a device or backend sends it; every field optional
+/// but `status`.
+#[derive(Deserialize, Default)]
+pub struct StatusIn {
+    mac_address: Option<String>,
+    serial_number: Option<String>,
+    status: Option<String>,
+    time_start: Option<String>,
+    time_end: Option<String>,
+    #[serde(default)]
+    result: OwnedValue,
+}
+
+/// The object monitors receive. Missing ids are "unknown"; missing times
+/// and result are null; `updated_at` is the server's time of acceptance.
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    device_id: &'a str,
+    mac_address: &'a str,
+    serial_number: &'a str,
+    status: &'a str,
+    time_start: Option<&'a str>,
+    time_end: Option<&'a str>,
+    updated_at: &'a str,
+    result: &'a OwnedValue,
+}
+
+impl StatusIn {
+    /// The reported status, if any.
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+}
+
+/// Parses a JSON status report body.
+pub fn parse(body: &mut [u8]) -> Result<StatusIn, StatusError> {
+    simd_json::serde::from_slice(body).map_err(|e| StatusError::BadJson(e.to_string()))
+}
+
+/// A bare status (`online`/`offline` on connect and disconnect).
+pub fn bare(status: &str) -> StatusIn {
+    StatusIn {
+        status: Some(status.to_string()),
+        ..StatusIn::default()
+    }
+}
+
+/// Validates `report` for `device_id` and encodes its frame once, as the two
+/// events that carry it (`devices`, `device:{id}`).
+pub fn events(device_id: &str, report: &StatusIn, now: &str) -> Result<Vec<Event>, StatusError> {
+    topic::check_name(device_id).map_err(StatusError::BadDeviceId)?;
+    let status = report.status.as_deref().ok_or(StatusError::MissingStatus)?;
+    if !STATUSES.contains(&status) {
+        return Err(StatusError::BadStatus(status.chars().take(32).collect()));
+    }
+    let out = StatusOut {
+        device_id,
+        mac_address: report.mac_address.as_deref().unwrap_or("unknown"),
+        serial_number: report.serial_number.as_deref().unwrap_or("unknown"),
+        status,
+        time_start: report.time_start.as_deref(),
+        time_end: report.time_end.as_deref(),
+        updated_at: now,
+        result: &report.result,
+    };
+    let json = simd_json::to_vec(&out).unwrap_or_default();
+    let frame: Arc<[u8]> = frame::encode_shared(OpCode::Data(Data::Text), &json);
+    let device: Arc<str> = Arc::from(device_id);
+    Ok(vec![
+        Event {
+            topic: "devices".into(),
+            frame: frame.clone(),
+            device: Some(device.clone()),
+        },
+        Event {
+            topic: format!("device:{device_id}").into(),
+            frame,
+            device: None,
+        },
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(frame: &[u8]) -> String {
+        let start = if frame[1] & 0x7f == 126 { 4 } else { 2 };
+        String::from_utf8(frame[start..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn missing_fields_become_unknown_or_null() {
+        let events = events("dev-1", &bare("online"), "T").unwrap();
+        assert_eq!(
+            text(&events[0].frame),
+            r#"{"device_id":"dev-1","mac_address":"unknown","serial_number":"unknown","status":"online","time_start":null,"time_end":null,"updated_at":"T","result":null}"#
+        );
+        assert_eq!(&*events[1].topic, "device:dev-1");
+        assert!(
+            Arc::ptr_eq(&events[0].frame, &events[1].frame),
+            "one frame for both topics"
+        );
+    }
+
+    #[test]
+    fn full_report_keeps_its_fields() {
+        let mut body = br#"{"mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","result":"ok"}"#.to_vec();
+        let report = parse(&mut body).unwrap();
+        let events = events("d", &report, "T").unwrap();
+        assert!(text(&events[0].frame).contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","updated_at":"T","result":"ok""#));
+    }
+
+    #[test]
+    fn unknown_or_missing_status_is_refused() {
+        assert_eq!(
+            events("d", &bare("exploded"), "T").unwrap_err(),
+            StatusError::BadStatus("exploded".into())
+        );
+        assert_eq!(
+            events("d", &StatusIn::default(), "T").unwrap_err(),
+            StatusError::MissingStatus
+        );
+        assert!(matches!(
+            events("a b", &bare("online"), "T"),
+            Err(StatusError::BadDeviceId(_))
+        ));
+        assert!(matches!(
+            parse(&mut b"nope".to_vec()),
+            Err(StatusError::BadJson(_))
+        ));
+    }
+}
