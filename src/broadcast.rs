@@ -12,7 +12,8 @@ pub struct Event {
     /// Header + payload, unmasked: written as is to every subscriber.
     pub frame: Arc<[u8]>,
     /// Set on device-status events: every shard records the frame as that
-    /// device's last known status (new monitors receive it first).
+    /// device's last known status (new monitors receive it first), and a
+    /// monitor's queue may replace it with a newer status of that device.
     pub device: Option<Arc<str>>,
 }
 

@@ -18,6 +18,7 @@ use glommio::net::TcpStream;
 
 use std::sync::Arc;
 
+use crate::broadcast::Event;
 use crate::client_msg::{self, Action};
 use crate::devices;
 use crate::frame::{self, Control, Data, OpCode};
@@ -88,6 +89,9 @@ pub struct Conn {
     close_deadline: Cell<u32>,
     /// Index into the configured client types, for the per-type counters.
     pub client_type: Option<u16>,
+    /// Slow-consumer policy: `false` closes with 1008 past the queue limit;
+    /// `true` (device monitors) first keeps only the newest status per device.
+    pub conflate: Cell<bool>,
     /// The device id of a device connection (its token's `sub`).
     pub device: std::cell::OnceCell<Rc<String>>,
     /// Topics this connection is subscribed to, to undo on close. A boxed
@@ -109,6 +113,7 @@ impl Conn {
             client_type,
             subscriptions: RefCell::new(Box::default()),
             device: std::cell::OnceCell::new(),
+            conflate: Cell::new(false),
         }
     }
 
@@ -151,22 +156,22 @@ impl Conn {
         self.wake();
     }
 
-    /// Hands consecutive shared frames (one topic's events) to this
+    /// Hands consecutive shared events (one topic's) to this
     /// connection, in order. With nothing queued they go out in one vectored
     /// write, inline; what the socket does not take is queued (one `Arc`
     /// clone per queued frame) and the driver woken. A queue past
     /// `max_queue` closes the connection as a slow consumer (1008): the
     /// dispatcher never waits and memory stays bounded.
-    pub fn send_shared(&self, frames: &[&Arc<[u8]>], max_queue: usize, close_deadline: u32) -> Outcome {
-        if self.state.get() != State::Open || frames.is_empty() {
+    pub fn send_shared(&self, events: &[&Event], max_queue: usize, close_deadline: u32) -> Outcome {
+        if self.state.get() != State::Open || events.is_empty() {
             return Outcome::Dropped;
         }
         let mut out = self.out.borrow_mut();
         if let Some(queue) = out.as_mut() {
-            for frame in frames {
-                queue.push(Chunk::Shared(Arc::clone(frame)), 0);
+            for event in events {
+                queue.push(chunk(event), 0);
             }
-            let over = queue.bytes() > max_queue;
+            let over = self.over_limit(queue, max_queue);
             drop(out);
             return if over {
                 self.slow_consumer(close_deadline);
@@ -175,13 +180,13 @@ impl Conn {
                 Outcome::Queued
             };
         }
-        let result = if let [frame] = frames {
-            sockets::send(self.fd, frame)
+        let result = if let [event] = events {
+            sockets::send(self.fd, &event.frame)
         } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = frames.len().min(MAX_IOVECS);
-            for (slot, frame) in slices.iter_mut().zip(frames) {
-                *slot = IoSlice::new(frame);
+            let n = events.len().min(MAX_IOVECS);
+            for (slot, event) in slices.iter_mut().zip(events) {
+                *slot = IoSlice::new(&event.frame);
             }
             sockets::send_vectored(self.fd, &slices[..n])
         };
@@ -195,19 +200,19 @@ impl Conn {
             }
         };
         let mut first = 0;
-        while first < frames.len() && written >= frames[first].len() {
-            written -= frames[first].len();
+        while first < events.len() && written >= events[first].frame.len() {
+            written -= events[first].frame.len();
             first += 1;
         }
-        if first == frames.len() {
+        if first == events.len() {
             return Outcome::Written;
         }
         let mut queue = Box::<OutQueue>::default();
-        queue.push(Chunk::Shared(Arc::clone(frames[first])), written);
-        for frame in &frames[first + 1..] {
-            queue.push(Chunk::Shared(Arc::clone(frame)), 0);
+        queue.push(chunk(events[first]), written);
+        for event in &events[first + 1..] {
+            queue.push(chunk(event), 0);
         }
-        let over = queue.bytes() > max_queue;
+        let over = self.over_limit(&mut queue, max_queue);
         *out = Some(queue);
         drop(out);
         if over {
@@ -216,6 +221,18 @@ impl Conn {
         }
         self.wake();
         Outcome::Queued
+    }
+
+    /// Whether `queue` is past `max_queue` after this connection's policy:
+    /// a monitor first drops statuses superseded by newer ones.
+    fn over_limit(&self, queue: &mut OutQueue, max_queue: usize) -> bool {
+        if queue.bytes() <= max_queue {
+            return false;
+        }
+        if self.conflate.get() {
+            queue.conflate();
+        }
+        queue.bytes() > max_queue
     }
 
     /// Drops what this reader is behind on (keeping a partly written frame
@@ -275,6 +292,14 @@ impl Conn {
             State::Closing | State::Finishing if now >= self.close_deadline.get() => self.kill(),
             _ => {}
         }
+    }
+}
+
+/// The queue entry for a shared event: device statuses stay replaceable.
+fn chunk(event: &Event) -> Chunk {
+    match &event.device {
+        Some(device) => Chunk::Status(Arc::clone(&event.frame), Arc::clone(device)),
+        None => Chunk::Shared(Arc::clone(&event.frame)),
     }
 }
 

@@ -113,7 +113,7 @@ pub fn events(device_id: &str, report: &StatusIn, now: &str) -> Result<Vec<Event
         Event {
             topic: format!("device:{device_id}").into(),
             frame,
-            device: None,
+            device: Some(device),
         },
     ])
 }

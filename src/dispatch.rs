@@ -6,7 +6,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::broadcast::Batch;
+use crate::broadcast::{Batch, Event};
 use crate::conn::Outcome;
 use crate::registry::Registry;
 use crate::shard::Shard;
@@ -64,7 +64,7 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
 /// Delivers `batches` in order to the subscribers in `registry`.
 pub fn deliver(registry: &Registry, batches: &[Arc<Batch>], policy: Policy) -> Delivered {
     let mut done = Delivered::default();
-    let mut run: Vec<&Arc<[u8]>> = Vec::new();
+    let mut run: Vec<&Event> = Vec::new();
     let mut run_topic: Option<&str> = None;
     for event in batches.iter().flat_map(|b| b.events.iter()) {
         if run_topic != Some(&event.topic) {
@@ -74,7 +74,7 @@ pub fn deliver(registry: &Registry, batches: &[Arc<Batch>], policy: Policy) -> D
             run.clear();
             run_topic = Some(&event.topic);
         }
-        run.push(&event.frame);
+        run.push(event);
     }
     if let Some(topic) = run_topic {
         deliver_run(registry, topic, &run, policy, &mut done);
@@ -83,13 +83,7 @@ pub fn deliver(registry: &Registry, batches: &[Arc<Batch>], policy: Policy) -> D
 }
 
 /// Writes `frames` (consecutive events of one topic) to each subscriber.
-fn deliver_run(
-    registry: &Registry,
-    topic: &str,
-    frames: &[&Arc<[u8]>],
-    policy: Policy,
-    done: &mut Delivered,
-) {
+fn deliver_run(registry: &Registry, topic: &str, frames: &[&Event], policy: Policy, done: &mut Delivered) {
     let Some(subscribers) = registry.subscribers(topic) else {
         return;
     };

@@ -93,6 +93,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 };
                 drop(buf);
                 let conn = shard.register(stream.as_raw_fd(), up.client_type);
+                conn.conflate.set(up.role == Role::Monitor);
                 // Snapshot and subscription in one turn of this shard: no
                 // status update can fall between them.
                 for topic in &up.topics {

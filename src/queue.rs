@@ -13,12 +13,15 @@ use crate::sockets::MAX_IOVECS;
 pub enum Chunk {
     Shared(Arc<[u8]>),
     Owned(Vec<u8>),
+    /// A shared device-status frame: a newer one for the same device may
+    /// replace it while queued (conflation).
+    Status(Arc<[u8]>, Arc<str>),
 }
 
 impl Chunk {
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Chunk::Shared(b) => b,
+            Chunk::Shared(b) | Chunk::Status(b, _) => b,
             Chunk::Owned(b) => b,
         }
     }
@@ -101,6 +104,29 @@ impl OutQueue {
             .map_or(0, |c| c.bytes().len() - self.head_sent);
     }
 
+    /// Keeps only the newest queued status per device (never touching a
+    /// partly written head frame, nor frames of other kinds). Returns the
+    /// bytes freed.
+    pub fn conflate(&mut self) -> usize {
+        let before = self.bytes;
+        let mut seen = std::collections::HashSet::new();
+        let mut kept = VecDeque::with_capacity(self.chunks.len());
+        let head_partial = self.head_sent > 0;
+        for (i, chunk) in self.chunks.drain(..).enumerate().rev() {
+            let keep = match &chunk {
+                Chunk::Status(_, device) => (i == 0 && head_partial) || seen.insert(device.clone()),
+                _ => true,
+            };
+            if keep {
+                kept.push_front(chunk);
+            } else {
+                self.bytes -= chunk.bytes().len();
+            }
+        }
+        self.chunks = kept;
+        before - self.bytes
+    }
+
     /// Forgets every unsent frame (connection is going away).
     pub fn clear(&mut self) {
         self.chunks = VecDeque::new();
@@ -145,6 +171,23 @@ mod tests {
         q.push(Chunk::Owned(b"abcd".to_vec()), 0);
         q.keep_partial_head();
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn conflate_keeps_the_newest_status_per_device_in_order() {
+        let status = |device: &str, text: &str| Chunk::Status(Arc::from(text.as_bytes()), Arc::from(device));
+        let mut q = OutQueue::default();
+        q.push(status("a", "a1"), 1);
+        q.push(status("a", "a2"), 0);
+        q.push(status("b", "b1"), 0);
+        q.push(Chunk::Owned(b"pong".to_vec()), 0);
+        q.push(status("a", "a3"), 0);
+        q.push(status("b", "b2"), 0);
+        let freed = q.conflate();
+        assert_eq!(freed, 4, "a2 and b1 dropped");
+        // The partly written head ("a1", 1 byte sent) stays; order is kept.
+        assert_eq!(drain(&q), b"1ponga3b2");
+        assert_eq!(q.bytes(), drain(&q).len());
     }
 
     #[test]
