@@ -3,22 +3,47 @@
 //! error reply. The connection always stays open.
 
 use serde::{Deserialize, Serialize};
+use simd_json::OwnedValue;
 
 use crate::broadcast::Event;
 use crate::devices::{self, StatusIn};
+use crate::publish;
+use crate::token::Claims;
+use crate::topic;
 
 /// Message types a client may send.
-pub const SUPPORTED: &[&str] = &["ping", "connect", "status"];
+pub const SUPPORTED: &[&str] = &[
+    "ping",
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "refresh",
+    "status",
+];
 
 /// What to do about one client message.
 pub enum Action {
     /// Send this text back.
     Reply(String),
-    /// Publish these events (and optionally reply).
-    Publish {
-        events: Vec<Event>,
-        reply: Option<String>,
-    },
+    /// Publish these events, then reply.
+    Publish { events: Vec<Event>, reply: String },
+    /// Subscribe to `topic`, then reply.
+    Subscribe { topic: String, reply: String },
+    /// Unsubscribe from `topic`, then reply.
+    Unsubscribe { topic: String, reply: String },
+    /// Verify `token` and, if it is valid for the same `sub`, adopt it.
+    Refresh { token: String },
+}
+
+/// Who sent the message.
+pub struct Sender<'a> {
+    /// Current time, RFC 3339.
+    pub now: &'a str,
+    /// The device id of a device connection (only devices report status).
+    pub device: Option<&'a str>,
+    /// The connection's token claims (room rights).
+    pub claims: Option<&'a Claims>,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +54,15 @@ struct Incoming {
     device: Option<String>,
     /// `connect`: the device firmware version.
     version: Option<String>,
+    /// `subscribe`, `unsubscribe`, `publish`.
+    room: Option<String>,
+    /// `publish`: the event name.
+    event: Option<String>,
+    /// `refresh`: the new token.
+    token: Option<String>,
+    /// `publish`: the event data.
+    #[serde(default)]
+    data: OwnedValue,
     /// `status`: the report itself (every other field).
     #[serde(flatten)]
     status: StatusIn,
@@ -53,6 +87,13 @@ struct ConnectAck<'a> {
 }
 
 #[derive(Serialize)]
+struct RoomAck<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+}
+
+#[derive(Serialize)]
 struct Ack<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -69,9 +110,8 @@ struct ErrorReply<'a> {
     supported: Option<&'static [&'static str]>,
 }
 
-/// Handles one text message. `device` is the sender's device id when it is
-/// a device connection (only devices may report status, for themselves).
-pub fn handle(text: &mut [u8], now: &str, device: Option<&str>) -> Action {
+/// Handles one text message from `sender`.
+pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
     let message: Incoming = match simd_json::serde::from_slice(text) {
         Ok(message) => message,
         Err(_) => return Action::Reply(error("bad_json", "message is not a JSON object", None)),
@@ -83,6 +123,7 @@ pub fn handle(text: &mut [u8], now: &str, device: Option<&str>) -> Action {
             None,
         ));
     };
+    let now = sender.now;
     match kind {
         "ping" => Action::Reply(to_json(&Pong {
             kind: "pong",
@@ -96,8 +137,17 @@ pub fn handle(text: &mut [u8], now: &str, device: Option<&str>) -> Action {
             version: message.version.as_deref(),
             timestamp: now,
         })),
+        "subscribe" | "unsubscribe" | "publish" => room_message(kind, &message, sender),
+        "refresh" => match message.token {
+            Some(token) if !token.is_empty() => Action::Refresh { token },
+            _ => Action::Reply(error(
+                "bad_message",
+                "'refresh' needs a string field 'token'",
+                None,
+            )),
+        },
         "status" => {
-            let Some(device) = device else {
+            let Some(device) = sender.device else {
                 return Action::Reply(error(
                     "forbidden",
                     "only device connections may report a status",
@@ -107,10 +157,10 @@ pub fn handle(text: &mut [u8], now: &str, device: Option<&str>) -> Action {
             match devices::events(device, &message.status, now) {
                 Ok(events) => Action::Publish {
                     events,
-                    reply: Some(to_json(&Ack {
+                    reply: to_json(&Ack {
                         kind: "status_ack",
-                        status: message.status_name(),
-                    })),
+                        status: message.status.status().unwrap_or(""),
+                    }),
                 },
                 Err(e) => Action::Reply(error("bad_status", &e.to_string(), None)),
             }
@@ -126,10 +176,66 @@ pub fn handle(text: &mut [u8], now: &str, device: Option<&str>) -> Action {
     }
 }
 
-impl Incoming {
-    fn status_name(&self) -> &str {
-        self.status.status().unwrap_or("")
+/// `subscribe`/`unsubscribe`/`publish` for `{"room": …}`, checked against
+/// the token's `rooms` (join) and `publish` claims.
+fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
+    let Some(room) = message.room.as_deref() else {
+        return Action::Reply(error(
+            "bad_message",
+            "this message needs a string field 'room'",
+            None,
+        ));
+    };
+    if let Err(e) = topic::check_name(room) {
+        return Action::Reply(error("bad_room", &e.to_string(), None));
     }
+    let topic = format!("room:{room}");
+    let reply = |kind| to_json(&RoomAck { kind, room });
+    let rights = |list: fn(&Claims) -> &Vec<String>| sender.claims.is_some_and(|c| allows(list(c), room));
+    match kind {
+        "subscribe" if rights(|c| &c.rooms) => Action::Subscribe {
+            topic,
+            reply: reply("subscribed"),
+        },
+        "unsubscribe" => Action::Unsubscribe {
+            topic,
+            reply: reply("unsubscribed"),
+        },
+        "publish" if rights(|c| &c.publish) => {
+            let Some(event) = message
+                .event
+                .as_deref()
+                .filter(|e| !e.is_empty() && e.len() <= publish::MAX_EVENT_NAME)
+            else {
+                return Action::Reply(error(
+                    "bad_message",
+                    "'publish' needs an 'event' name of 1 to 200 bytes",
+                    None,
+                ));
+            };
+            Action::Publish {
+                events: vec![Event {
+                    topic: topic.into(),
+                    frame: publish::envelope_frame(event, sender.now, &message.data),
+                    device: None,
+                }],
+                reply: reply("published"),
+            }
+        }
+        _ => Action::Reply(error(
+            "forbidden",
+            &format!("token does not allow {kind} to room '{room}'"),
+            None,
+        )),
+    }
+}
+
+/// Whether a claim list allows `name`: exact, `prefix*`, or `*`.
+pub fn allows(list: &[String], name: &str) -> bool {
+    list.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
 }
 
 /// The reply to a binary frame: clients speak JSON text.
@@ -141,7 +247,8 @@ pub fn binary_reply() -> String {
     )
 }
 
-fn error(code: &'static str, message: &str, supported: Option<&'static [&'static str]>) -> String {
+/// An error reply.
+pub fn error(code: &'static str, message: &str, supported: Option<&'static [&'static str]>) -> String {
     to_json(&ErrorReply {
         kind: "error",
         code,
@@ -157,35 +264,49 @@ fn to_json(value: &impl Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn reply(text: &str, device: Option<&str>) -> String {
-        match handle(&mut text.as_bytes().to_vec(), "T", device) {
+    fn reply(text: &str, device: Option<&str>, claims: Option<&Claims>) -> String {
+        let sender = Sender {
+            now: "T",
+            device,
+            claims,
+        };
+        match handle(&mut text.as_bytes().to_vec(), &sender) {
             Action::Reply(r) => r,
-            Action::Publish { reply, .. } => format!("PUBLISH {}", reply.unwrap_or_default()),
+            Action::Publish { reply, events } => format!("PUBLISH {} {reply}", events[0].topic),
+            Action::Subscribe { topic, reply } => format!("SUB {topic} {reply}"),
+            Action::Unsubscribe { topic, reply } => format!("UNSUB {topic} {reply}"),
+            Action::Refresh { token } => format!("REFRESH {token}"),
         }
+    }
+
+    fn claims(rooms: &[&str], publish: &[&str]) -> Claims {
+        let mut c = Claims::new("u", Duration::from_secs(60));
+        c.rooms = rooms.iter().map(|r| r.to_string()).collect();
+        c.publish = publish.iter().map(|r| r.to_string()).collect();
+        c
     }
 
     #[test]
     fn ping_gets_pong() {
         assert_eq!(
-            reply(r#"{"type":"ping"}"#, None),
+            reply(r#"{"type":"ping"}"#, None, None),
             r#"{"type":"pong","timestamp":"T"}"#
         );
     }
 
     #[test]
     fn unknown_type_lists_supported_types() {
-        assert_eq!(
-            reply(r#"{"type":"dance"}"#, None),
-            r#"{"type":"error","code":"unknown_type","message":"unknown message type 'dance'","supported":["ping","connect","status"]}"#
-        );
+        let r = reply(r#"{"type":"dance"}"#, None, None);
+        assert!(r.starts_with(r#"{"type":"error","code":"unknown_type","message":"unknown message type 'dance'","supported":["ping","#), "{r}");
     }
 
     #[test]
     fn malformed_json_is_bad_json() {
-        assert!(reply("{oops", None).contains(r#""code":"bad_json""#));
-        assert!(reply("[1,2]", None).contains(r#""code":"bad_json""#));
-        assert!(reply(r#"{"x":1}"#, None).contains(r#""code":"bad_message""#));
+        assert!(reply("{oops", None, None).contains(r#""code":"bad_json""#));
+        assert!(reply("[1,2]", None, None).contains(r#""code":"bad_json""#));
+        assert!(reply(r#"{"x":1}"#, None, None).contains(r#""code":"bad_message""#));
     }
 
     #[test]
@@ -193,6 +314,7 @@ mod tests {
         let r = reply(
             r#"{"type":"connect","device":"pico-7","version":"1.2"}"#,
             Some("pico-7"),
+            None,
         );
         assert!(
             r.starts_with(r#"{"type":"connected","server":"shardcast","server_version":""#),
@@ -203,11 +325,48 @@ mod tests {
 
     #[test]
     fn only_devices_report_status_and_it_is_validated() {
-        assert!(reply(r#"{"type":"status","status":"success"}"#, None).contains("forbidden"));
+        assert!(reply(r#"{"type":"status","status":"success"}"#, None, None).contains("forbidden"));
         assert_eq!(
-            reply(r#"{"type":"status","status":"success"}"#, Some("d1")),
-            r#"PUBLISH {"type":"status_ack","status":"success"}"#
+            reply(r#"{"type":"status","status":"success"}"#, Some("d1"), None),
+            r#"PUBLISH devices {"type":"status_ack","status":"success"}"#
         );
-        assert!(reply(r#"{"type":"status","status":"melted"}"#, Some("d1")).contains("bad_status"));
+        assert!(reply(r#"{"type":"status","status":"melted"}"#, Some("d1"), None).contains("bad_status"));
+    }
+
+    #[test]
+    fn rooms_follow_the_token() {
+        let c = claims(&["lobby", "team-*"], &["lobby"]);
+        assert_eq!(
+            reply(r#"{"type":"subscribe","room":"team-7"}"#, None, Some(&c)),
+            r#"SUB room:team-7 {"type":"subscribed","room":"team-7"}"#
+        );
+        assert!(reply(r#"{"type":"subscribe","room":"secret"}"#, None, Some(&c))
+            .contains(r#""code":"forbidden""#));
+        assert!(reply(
+            r#"{"type":"publish","room":"team-7","event":"x"}"#,
+            None,
+            Some(&c)
+        )
+        .contains("forbidden"));
+        assert_eq!(
+            reply(
+                r#"{"type":"publish","room":"lobby","event":"chat","data":{"t":1}}"#,
+                None,
+                Some(&c)
+            ),
+            r#"PUBLISH room:lobby {"type":"published","room":"lobby"}"#
+        );
+        assert!(reply(r#"{"type":"subscribe"}"#, None, Some(&c)).contains("bad_message"));
+        assert_eq!(
+            reply(r#"{"type":"refresh","token":"abc"}"#, None, Some(&c)),
+            "REFRESH abc"
+        );
+    }
+
+    #[test]
+    fn claim_patterns() {
+        let list = vec!["a".to_string(), "b-*".to_string()];
+        assert!(allows(&list, "a") && allows(&list, "b-1") && !allows(&list, "ab") && !allows(&list, "c"));
+        assert!(allows(&["*".to_string()], "anything"));
     }
 }

@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Interval of server pings to each connection (e.g. 25s).
     #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
+    /// How long before a token's `exp` the client is sent `token_expiring`.
+    #[arg(long, env = "SHARDCAST_TOKEN_EXPIRY_NOTICE")]
+    pub token_expiry_notice: Option<String>,
     /// A peer silent for this long is closed (e.g. 60s).
     #[arg(long, env = "SHARDCAST_IDLE_TIMEOUT")]
     pub idle_timeout: Option<String>,
@@ -144,6 +147,7 @@ struct FileConfig {
     max_batch_events: Option<usize>,
     heartbeat_interval: Option<String>,
     idle_timeout: Option<String>,
+    token_expiry_notice: Option<String>,
     close_timeout: Option<String>,
     drain_timeout: Option<String>,
     jwt_secret: Option<String>,
@@ -172,6 +176,7 @@ pub struct Config {
     pub max_batch_events: usize,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
+    pub token_expiry_notice: Duration,
     pub close_timeout: Duration,
     pub drain_timeout: Duration,
     pub jwt_secret: String,
@@ -280,6 +285,7 @@ impl Config {
             heartbeat_interval: duration("heartbeat_interval", pick!(heartbeat_interval), "25s")?,
             idle_timeout: duration("idle_timeout", pick!(idle_timeout), "60s")?,
             close_timeout: duration("close_timeout", pick!(close_timeout), "5s")?,
+            token_expiry_notice: duration("token_expiry_notice", pick!(token_expiry_notice), "60s")?,
             drain_timeout: duration("drain_timeout", pick!(drain_timeout), "10s")?,
             jwt_secret: jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.to_string()),
             api_key,

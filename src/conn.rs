@@ -27,6 +27,7 @@ use crate::queue::{Chunk, OutQueue};
 use crate::registry::Subscription;
 use crate::shard::Shard;
 use crate::sockets::{self, MAX_IOVECS};
+use crate::token::Claims;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +90,13 @@ pub struct Conn {
     close_deadline: Cell<u32>,
     /// Index into the configured client types, for the per-type counters.
     pub client_type: Option<u16>,
+    /// The token's `exp` (Unix seconds; 0: none). At `exp` the connection is
+    /// closed with 4001 unless the client refreshed its token.
+    pub exp: Cell<u32>,
+    /// `token_expiring` was sent for the current `exp`.
+    expiry_notified: Cell<bool>,
+    /// What the connection does with client messages (set at upgrade).
+    pub role: Cell<Role>,
     /// Slow-consumer policy: `false` closes with 1008 past the queue limit;
     /// `true` (device monitors) first keeps only the newest status per device.
     pub conflate: Cell<bool>,
@@ -114,6 +122,9 @@ impl Conn {
             subscriptions: RefCell::new(Box::default()),
             device: std::cell::OnceCell::new(),
             conflate: Cell::new(false),
+            role: Cell::new(Role::Echo),
+            exp: Cell::new(0),
+            expiry_notified: Cell::new(false),
         }
     }
 
@@ -280,7 +291,30 @@ impl Conn {
     }
 
     /// Heartbeat and timeouts, called by the shard's sweeper each tick.
-    pub fn tick(&self, now: u32, heartbeat: u32, idle: u32, close_timeout: u32) {
+    pub fn tick(&self, now: u32, heartbeat: u32, idle: u32, close_timeout: u32, expiry: Expiry) {
+        let exp = self.exp.get();
+        if self.state.get() == State::Open && exp != 0 {
+            if expiry.now >= exp {
+                self.close(4001, "token expired", now + close_timeout);
+                return;
+            }
+            if !self.expiry_notified.get() && expiry.now + expiry.notice >= exp {
+                self.expiry_notified.set(true);
+                // Monitors parse every message as a status object: no notice.
+                if !self.conflate.get() {
+                    let text = format!(
+                        r#"{{"type":"token_expiring","expires_at":"{}"}}"#,
+                        crate::time::rfc3339(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp.into())
+                        )
+                    );
+                    self.send(Chunk::Owned(frame::encode(
+                        OpCode::Data(Data::Text),
+                        text.as_bytes(),
+                    )));
+                }
+            }
+        }
         match self.state.get() {
             State::Open if now.saturating_sub(self.last_seen.get()) >= idle => {
                 self.close(1001, "idle timeout", now + close_timeout);
@@ -293,6 +327,15 @@ impl Conn {
             _ => {}
         }
     }
+}
+
+/// Wall-clock facts for token expiry, computed once per sweep.
+#[derive(Clone, Copy, Debug)]
+pub struct Expiry {
+    /// Unix seconds now.
+    pub now: u32,
+    /// Seconds before `exp` to send `token_expiring`.
+    pub notice: u32,
 }
 
 /// The queue entry for a shared event: device statuses stay replaceable.
@@ -311,15 +354,23 @@ const READ_BUDGET: usize = 16;
 ///
 /// The driver is the task's whole state (no async fn around it), so an idle
 /// connection's task is only the few words below.
-pub fn run(shard: Rc<Shard>, stream: TcpStream, conn: Rc<Conn>, leftover: Vec<u8>, role: Role) -> Driver {
+pub fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    conn: Rc<Conn>,
+    leftover: Vec<u8>,
+    role: Role,
+    claims: Option<Claims>,
+) -> Driver {
     let mut driver = Driver {
+        claims: claims.map(Box::new),
         rx: Receiver::default(),
         inbuf: None,
         stream,
         conn,
         shard,
-        role,
     };
+    driver.conn.role.set(role);
     if !leftover.is_empty() {
         let mut pending = leftover;
         let used = driver.consume(&mut pending);
@@ -361,13 +412,14 @@ pub struct Driver {
     conn: Rc<Conn>,
     shard: Rc<Shard>,
     rx: Receiver,
+    /// The client's token claims (room rights, refresh); boxed: 8 bytes idle.
+    claims: Option<Box<Claims>>,
     /// Bytes of a frame not yet complete; `None` (no allocation) when idle.
     #[allow(
         clippy::box_collection,
         reason = "8 bytes instead of 24 in every idle connection's task"
     )]
     inbuf: Option<Box<Vec<u8>>>,
-    role: Role,
 }
 
 impl Driver {
@@ -483,7 +535,14 @@ impl Driver {
                 Ok(Some((used, message))) => {
                     pos += used;
                     if let Some(message) = message {
-                        handle(&self.conn, &self.shard, self.role, state, message);
+                        handle(
+                            &self.conn,
+                            &self.shard,
+                            self.conn.role.get(),
+                            &mut self.claims,
+                            state,
+                            message,
+                        );
                     }
                 }
                 Err(e) => {
@@ -513,8 +572,32 @@ fn send_text(conn: &Conn, text: &str) {
     )));
 }
 
+/// `{"type":"refresh"}`: adopt a valid token for the same subject.
+fn refresh(conn: &Rc<Conn>, shard: &Shard, claims: &mut Option<Box<Claims>>, token: &str) {
+    let reply = match shard.verifier.verify(token) {
+        Ok(new) if claims.as_ref().is_some_and(|old| old.sub == new.sub) => {
+            conn.exp.set(new.exp.min(u32::MAX as u64) as u32);
+            conn.expiry_notified.set(false);
+            let expires =
+                crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(new.exp));
+            *claims = Some(Box::new(new));
+            format!(r#"{{"type":"refreshed","expires_at":"{expires}"}}"#)
+        }
+        Ok(_) => client_msg::error("forbidden", "the new token is for another subject", None),
+        Err(e) => client_msg::error("invalid_token", &e.to_string(), None),
+    };
+    send_text(conn, &reply);
+}
+
 /// Acts on one complete message from the client.
-fn handle(conn: &Conn, shard: &Shard, role: Role, state: State, message: Message<'_>) {
+fn handle(
+    conn: &Rc<Conn>,
+    shard: &Shard,
+    role: Role,
+    claims: &mut Option<Box<Claims>>,
+    state: State,
+    message: Message<'_>,
+) {
     match (state, message) {
         (State::Open, Message::Text(payload)) => match role {
             Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Text), payload))),
@@ -523,15 +606,26 @@ fn handle(conn: &Conn, shard: &Shard, role: Role, state: State, message: Message
                 // The payload is ours to parse in place (simd-json mutates it).
                 let mut text = payload.to_vec();
                 let now = crate::time::now_rfc3339();
-                let device = conn.device.get().map(|d| d.as_str());
-                match client_msg::handle(&mut text, &now, device) {
+                let sender = client_msg::Sender {
+                    now: &now,
+                    device: conn.device.get().map(|d| d.as_str()),
+                    claims: claims.as_deref(),
+                };
+                match client_msg::handle(&mut text, &sender) {
                     Action::Reply(reply) => send_text(conn, &reply),
                     Action::Publish { events, reply } => {
                         shard.publish_later(events);
-                        if let Some(reply) = reply {
-                            send_text(conn, &reply);
-                        }
+                        send_text(conn, &reply);
                     }
+                    Action::Subscribe { topic, reply } => {
+                        shard.subscribe(conn, &topic);
+                        send_text(conn, &reply);
+                    }
+                    Action::Unsubscribe { topic, reply } => {
+                        shard.unsubscribe(conn, &topic);
+                        send_text(conn, &reply);
+                    }
+                    Action::Refresh { token } => refresh(conn, shard, claims, &token),
                 }
             }
         },

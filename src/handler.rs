@@ -37,6 +37,8 @@ struct Upgrade {
     first: Vec<Arc<[u8]>>,
     /// A device connection's id (publishes online now, offline at close).
     device: Option<String>,
+    /// The token's claims (expiry, room rights).
+    claims: Option<Claims>,
 }
 
 /// Serves `stream` until it closes, times out or upgrades.
@@ -111,7 +113,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 }
                 // A task of its own: the handshake's larger state is freed
                 // now instead of living as long as the connection.
-                glommio::spawn_local(conn::run(shard, stream, conn, leftover, up.role)).detach();
+                if let Some(claims) = &up.claims {
+                    conn.exp.set(claims.exp.min(u32::MAX as u64) as u32);
+                }
+                glommio::spawn_local(conn::run(shard, stream, conn, leftover, up.role, up.claims)).detach();
                 return;
             }
         }
@@ -172,6 +177,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 topics: Vec::new(),
                 first: Vec::new(),
                 device: None,
+                claims: None,
             })
         }),
         Endpoint::Client { client_type } => accept_upgrade(shard, &request, || {
@@ -191,6 +197,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 ],
                 first: vec![connected(shard, Some(name), &claims.sub)],
                 device: is_device.then(|| claims.sub.clone()),
+                claims: Some(claims),
             })
         }),
         Endpoint::UserSocket { user_id } => accept_upgrade(shard, &request, || {
@@ -204,6 +211,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 topics: vec![format!("user:{}", claims.sub), "all".into()],
                 first: vec![connected(shard, None, &claims.sub)],
                 device: None,
+                claims: Some(claims),
             })
         }),
         Endpoint::Monitor { device } => accept_upgrade(shard, &request, || {
@@ -227,6 +235,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 topics: vec![topic],
                 first,
                 device: None,
+                claims: Some(claims),
             })
         }),
         Endpoint::DeviceStatus { device_id } => (

@@ -92,6 +92,22 @@ impl Shard {
         glommio::spawn_local(async move { broadcaster.publish(batch).await }).detach();
     }
 
+    /// Unsubscribes `conn` from `topic`; false if it was not subscribed.
+    pub fn unsubscribe(&self, conn: &Conn, topic: &str) -> bool {
+        let mut registry = self.registry.borrow_mut();
+        let Some(id) = registry.id(topic) else {
+            return false;
+        };
+        let mut subs = conn.subscriptions.borrow_mut();
+        let Some(pos) = subs.iter().position(|s| s.topic == id) else {
+            return false;
+        };
+        let mut list = std::mem::take(&mut *subs).into_vec();
+        registry.unsubscribe(list.swap_remove(pos));
+        *subs = list.into_boxed_slice();
+        true
+    }
+
     /// Subscribes `conn` to `topic` (once).
     pub fn subscribe(&self, conn: &Rc<Conn>, topic: &str) {
         let mut registry = self.registry.borrow_mut();
@@ -217,13 +233,20 @@ async fn sweep(shard: Rc<Shard>) {
     let heartbeat = secs(shard.config.heartbeat_interval);
     let idle = secs(shard.config.idle_timeout);
     let close_timeout = shard.close_timeout_secs();
+    let notice = secs(shard.config.token_expiry_notice);
     loop {
         glommio::timer::sleep(TICK).await;
         let now = shard.started.elapsed().as_secs() as u32;
         shard.clock.set(now);
         // Ticking only writes and wakes; it never re-enters the slab.
+        let expiry = crate::conn::Expiry {
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32),
+            notice,
+        };
         for (_, conn) in shard.conns.borrow().iter() {
-            conn.tick(now, heartbeat, idle, close_timeout);
+            conn.tick(now, heartbeat, idle, close_timeout, expiry);
         }
     }
 }

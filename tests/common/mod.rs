@@ -517,3 +517,33 @@ pub fn token_with_devices(sub: &str, types: &[&str], devices: &[&str]) -> String
 pub fn status_of(message: &str) -> Option<&str> {
     message.split("\"status\":\"").nth(1)?.split('"').next()
 }
+
+/// A token with room rights and a lifetime.
+pub fn token_rooms(sub: &str, rooms: &[&str], publish: &[&str], ttl: Duration) -> String {
+    let mut claims = shardcast::token::Claims::new(sub, ttl);
+    claims.types = vec!["user".to_string()];
+    claims.rooms = rooms.iter().map(|t| t.to_string()).collect();
+    claims.publish = publish.iter().map(|t| t.to_string()).collect();
+    shardcast::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
+}
+
+impl Sub {
+    /// Sends one text message (masked, as a client must).
+    pub fn say(&mut self, text: &str) {
+        self.stream.set_nonblocking(false).unwrap();
+        self.stream
+            .write_all(&client_frame(0x81, text.as_bytes()))
+            .unwrap();
+        self.stream.set_nonblocking(true).unwrap();
+    }
+
+    /// Waits for a message containing `needle`; returns it.
+    pub fn expect(&mut self, needle: &str) -> String {
+        assert!(
+            self.wait(|s| s.messages.iter().any(|m| m.contains(needle))),
+            "no message with {needle}: {:?}",
+            self.messages
+        );
+        self.messages.iter().find(|m| m.contains(needle)).unwrap().clone()
+    }
+}
