@@ -25,7 +25,7 @@ use crate::{devices, publish, time, topic, upgrade};
 enum Next {
     KeepAlive,
     Close,
-    Upgraded(Upgrade),
+    Upgraded(Box<Upgrade>),
 }
 
 /// An accepted upgrade: how the connection behaves and what it hears.
@@ -266,7 +266,7 @@ fn accept_upgrade(
         return (body, Next::Close);
     }
     match authorize() {
-        Ok(up) => (accept, Next::Upgraded(up)),
+        Ok(up) => (accept, Next::Upgraded(Box::new(up))),
         Err(error) => {
             tracing::debug!(%error, path = %request.path, "upgrade refused");
             let (status, code) = error.status();
