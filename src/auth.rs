@@ -41,15 +41,40 @@ pub struct Verifier {
     validation: Validation,
 }
 
+/// A configured public key that is neither RSA nor EC P-256 in PEM.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config: jwt_public_key: not an RSA or EC public key in PEM")]
+pub struct KeyError;
+
 impl Verifier {
-    pub fn new(config: &Config) -> Verifier {
-        let mut validation = Validation::new(Algorithm::HS256);
+    /// HS256 with the secret, or RS256/ES256 with the configured public key
+    /// (then only that algorithm: a token signed with the public key as an
+    /// HMAC secret, or with `alg: none`, fails).
+    pub fn new(config: &Config) -> Result<Verifier, KeyError> {
+        let (algorithm, key) = match &config.jwt_public_key {
+            Some(pem) => match DecodingKey::from_rsa_pem(pem) {
+                Ok(key) => (Algorithm::RS256, key),
+                Err(_) => (
+                    Algorithm::ES256,
+                    DecodingKey::from_ec_pem(pem).map_err(|_| KeyError)?,
+                ),
+            },
+            None => (
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.jwt_secret.as_bytes()),
+            ),
+        };
+        let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 0;
-        Verifier {
-            key: DecodingKey::from_secret(config.jwt_secret.as_bytes()),
-            validation,
+        validation.leeway = config.jwt_leeway.as_secs();
+        if let Some(iss) = &config.jwt_issuer {
+            validation.set_issuer(&[iss]);
         }
+        match &config.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Verifier { key, validation })
     }
 
     /// The claims of a valid, unexpired token.
@@ -95,6 +120,19 @@ pub fn has_api_key(request: &Request, api_key: &str) -> bool {
     offered.is_some_and(|k| constant_time_eq(k.as_bytes(), api_key.as_bytes()))
 }
 
+/// Whether a browser `origin` is allowed by `patterns` (exact origins, or
+/// `scheme://*.domain` for any subdomain). No patterns: every origin.
+pub fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
+    patterns.is_empty()
+        || patterns.iter().any(|p| match p.split_once("://*.") {
+            Some((scheme, domain)) => origin
+                .strip_prefix(scheme)
+                .and_then(|rest| rest.strip_prefix("://"))
+                .is_some_and(|host| host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}"))),
+            None => p == origin,
+        })
+}
+
 /// Compares without an early exit, so timing does not reveal a prefix.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -132,7 +170,23 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        Verifier::new(&config)
+        Verifier::new(&config).unwrap()
+    }
+
+    #[test]
+    fn origins_exact_and_wildcard() {
+        let p = vec![
+            "https://app.example.com".to_string(),
+            "https://*.shop.io".to_string(),
+        ];
+        assert!(origin_allowed("https://app.example.com", &p));
+        assert!(origin_allowed("https://eu.shop.io", &p));
+        assert!(origin_allowed("https://a.b.shop.io", &p));
+        assert!(!origin_allowed("https://shop.io", &p));
+        assert!(!origin_allowed("http://eu.shop.io", &p));
+        assert!(!origin_allowed("https://evil.com", &p));
+        assert!(!origin_allowed("https://evilshop.io", &p));
+        assert!(origin_allowed("https://anything", &[]));
     }
 
     #[test]

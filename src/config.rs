@@ -104,6 +104,18 @@ pub struct ServeArgs {
     /// HS256 secret for client JWTs. Without it the server runs in dev mode.
     #[arg(long, env = "SHARDCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PEM public key for RS256 or ES256 client tokens (instead of a secret).
+    #[arg(long, env = "SHARDCAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "SHARDCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "SHARDCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed when checking `exp` (e.g. 0s, 30s).
+    #[arg(long, env = "SHARDCAST_JWT_LEEWAY")]
+    pub jwt_leeway: Option<String>,
     /// API key for the publish API.
     #[arg(long, env = "SHARDCAST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -151,6 +163,10 @@ struct FileConfig {
     close_timeout: Option<String>,
     drain_timeout: Option<String>,
     jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    jwt_leeway: Option<String>,
     api_key: Option<String>,
     allowed_origins: Option<String>,
     client_types: Option<String>,
@@ -180,6 +196,11 @@ pub struct Config {
     pub close_timeout: Duration,
     pub drain_timeout: Duration,
     pub jwt_secret: String,
+    /// PEM bytes of the RS256/ES256 public key, when configured.
+    pub jwt_public_key: Option<Vec<u8>>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_leeway: Duration,
     pub api_key: String,
     pub allowed_origins: Vec<String>,
     pub client_types: Vec<String>,
@@ -220,7 +241,14 @@ impl Config {
             };
         }
         let jwt_secret = pick!(jwt_secret).filter(|s| !s.is_empty());
-        let dev_mode = jwt_secret.is_none();
+        let jwt_public_key = match pick!(jwt_public_key) {
+            Some(path) => Some(
+                std::fs::read(&path)
+                    .map_err(|e| invalid("jwt_public_key", format!("cannot read {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let dev_mode = jwt_secret.is_none() && jwt_public_key.is_none();
         let listen_text =
             pick!(listen).unwrap_or_else(|| if dev_mode { DEV_LISTEN } else { PROD_LISTEN }.to_string());
         let listen: SocketAddr = listen_text
@@ -288,6 +316,15 @@ impl Config {
             token_expiry_notice: duration("token_expiry_notice", pick!(token_expiry_notice), "60s")?,
             drain_timeout: duration("drain_timeout", pick!(drain_timeout), "10s")?,
             jwt_secret: jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.to_string()),
+            jwt_public_key,
+            jwt_issuer: pick!(jwt_issuer).filter(|s| !s.is_empty()),
+            jwt_audience: pick!(jwt_audience).filter(|s| !s.is_empty()),
+            jwt_leeway: match pick!(jwt_leeway) {
+                None => Duration::ZERO,
+                Some(text) => parse_duration(&text).ok_or_else(|| {
+                    invalid("jwt_leeway", format!("'{text}' is not a duration like 0s or 30s"))
+                })?,
+            },
             api_key,
             allowed_origins: list(pick!(allowed_origins).as_deref()).unwrap_or_default(),
             device_types: list(pick!(device_types).as_deref())

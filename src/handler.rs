@@ -265,6 +265,18 @@ fn accept_upgrade(
         let body = http::error_response(503, "shutting_down", "server is shutting down", false, &[]);
         return (body, Next::Close);
     }
+    if let Some(origin) = request.header("origin") {
+        if !auth::origin_allowed(origin, &shard.config.allowed_origins) {
+            let body = http::error_response(
+                403,
+                "origin_not_allowed",
+                "this Origin is not allowed",
+                false,
+                &[],
+            );
+            return (body, Next::Close);
+        }
+    }
     match authorize() {
         Ok(up) => (accept, Next::Upgraded(Box::new(up))),
         Err(error) => {

@@ -95,7 +95,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(error) => {
             tracing::error!(%error, "cannot start");
             eprintln!("shardcast: {error}");
-            ExitCode::from(1)
+            let config_error = matches!(error, shardcast::server::ServerError::Config(_));
+            ExitCode::from(if config_error { 2 } else { 1 })
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::{limits, shard, shutdown, sockets};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -46,7 +48,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             }
         })?;
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
-    let verifier = Arc::new(Verifier::new(&config));
+    let verifier = Arc::new(Verifier::new(&config).map_err(|e| ServerError::Config(e.to_string()))?);
     let (broadcaster, mut event_rxs) = Broadcaster::new(config.shards, BROADCAST_CAPACITY);
     let config = Arc::new(config);
     let signals = shutdown::block_signals();
