@@ -83,6 +83,15 @@ pub struct ServeArgs {
     /// Most bytes queued for one connection before its slow-consumer policy applies.
     #[arg(long, env = "SHARDCAST_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: Option<usize>,
+    /// Most WebSocket connections in total (0: only the file limit); over it: 503.
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// Most connections of one client type (0: no limit); over it: 503.
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_TYPE")]
+    pub max_connections_per_type: Option<u64>,
+    /// Most connections of one user (token `sub`; 0: no limit); over it: 503.
+    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<u32>,
     /// Most events in one `POST /api/v1/publish/batch`; over it: 413.
     #[arg(long, env = "SHARDCAST_MAX_BATCH_EVENTS")]
     pub max_batch_events: Option<usize>,
@@ -157,6 +166,9 @@ struct FileConfig {
     max_message_bytes: Option<usize>,
     max_queue_bytes: Option<usize>,
     max_batch_events: Option<usize>,
+    max_connections: Option<u64>,
+    max_connections_per_type: Option<u64>,
+    max_connections_per_user: Option<u32>,
     heartbeat_interval: Option<String>,
     idle_timeout: Option<String>,
     token_expiry_notice: Option<String>,
@@ -190,6 +202,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
     pub max_batch_events: usize,
+    /// 0 means no limit (for the three connection limits).
+    pub max_connections: u64,
+    pub max_connections_per_type: u64,
+    pub max_connections_per_user: u32,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
     pub token_expiry_notice: Duration,
@@ -310,6 +326,9 @@ impl Config {
             )?,
             max_queue_bytes: at_least("max_queue_bytes", pick!(max_queue_bytes).unwrap_or(1 << 20), 1024)?,
             max_batch_events: at_least("max_batch_events", pick!(max_batch_events).unwrap_or(1000), 1)?,
+            max_connections: pick!(max_connections).unwrap_or(0),
+            max_connections_per_type: pick!(max_connections_per_type).unwrap_or(0),
+            max_connections_per_user: pick!(max_connections_per_user).unwrap_or(0),
             heartbeat_interval: duration("heartbeat_interval", pick!(heartbeat_interval), "25s")?,
             idle_timeout: duration("idle_timeout", pick!(idle_timeout), "60s")?,
             close_timeout: duration("close_timeout", pick!(close_timeout), "5s")?,

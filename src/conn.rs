@@ -391,6 +391,9 @@ impl Future for Driver {
             let this = self.get_mut();
             this.conn.kill();
             this.shard.unregister(&this.conn);
+            if let (Some(claims), true) = (&this.claims, this.shard.config.max_connections_per_user > 0) {
+                this.shard.board.release_user_slot(&claims.sub);
+            }
             if let Some(device) = this.conn.device.get() {
                 let now = crate::time::now_rfc3339();
                 if let Ok(events) = devices::events(device, &devices::bare("offline"), &now) {

@@ -82,6 +82,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         let written = http::write_all(&mut stream, &reply).await;
         drop(reply);
         if written.is_err() {
+            if let Next::Upgraded(up) = &next {
+                release(&shard, up);
+            }
             return;
         }
         match next {
@@ -184,9 +187,10 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
             let name = &shard.config.client_types[client_type as usize];
             let claims = client_claims(shard, &request)?;
             if !claims.types.iter().any(|t| t == name) {
-                return Err(AuthError::Forbidden(format!("client type '{name}'")));
+                return Err(AuthError::Forbidden(format!("client type '{name}'")).into());
             }
             let is_device = shard.config.device_types.iter().any(|t| t == name);
+            check_limits(shard, Some(client_type), &claims.sub)?;
             Ok(Upgrade {
                 role: if is_device { Role::Device } else { Role::Client },
                 client_type: Some(client_type),
@@ -203,8 +207,9 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
         Endpoint::UserSocket { user_id } => accept_upgrade(shard, &request, || {
             let claims = client_claims(shard, &request)?;
             if claims.sub != user_id {
-                return Err(AuthError::Forbidden(format!("user '{user_id}'")));
+                return Err(AuthError::Forbidden(format!("user '{user_id}'")).into());
             }
+            check_limits(shard, None, &claims.sub)?;
             Ok(Upgrade {
                 role: Role::Client,
                 client_type: None,
@@ -226,9 +231,10 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                     let last = shard.devices.borrow().get(id.as_str()).cloned();
                     (format!("device:{id}"), last.into_iter().collect())
                 }
-                None => return Err(AuthError::Forbidden("watching all devices".into())),
-                Some(id) => return Err(AuthError::Forbidden(format!("watching device '{id}'"))),
+                None => return Err(AuthError::Forbidden("watching all devices".into()).into()),
+                Some(id) => return Err(AuthError::Forbidden(format!("watching device '{id}'")).into()),
             };
+            check_limits(shard, None, &claims.sub)?;
             Ok(Upgrade {
                 role: Role::Monitor,
                 client_type: None,
@@ -245,11 +251,61 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
     }
 }
 
+/// Why an upgrade is refused after a valid handshake.
+enum Refusal {
+    Auth(AuthError),
+    /// A connection limit is reached (503 + Retry-After).
+    Full(String),
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Refusal {
+        Refusal::Auth(e)
+    }
+}
+
+/// Seconds a client refused for a full server should wait.
+const RETRY_AFTER: &str = "5";
+
+/// Checks the total, per-type and per-user limits; takes a user slot.
+fn check_limits(shard: &Shard, client_type: Option<u16>, user: &str) -> Result<(), Refusal> {
+    let c = &shard.config;
+    if c.max_connections > 0 && shard.board.total() >= c.max_connections {
+        return Err(Refusal::Full(format!(
+            "connection limit ({}) reached",
+            c.max_connections
+        )));
+    }
+    if let Some(t) = client_type.filter(|_| c.max_connections_per_type > 0) {
+        if shard.board.of_type(t) >= c.max_connections_per_type {
+            let name = &c.client_types[t as usize];
+            return Err(Refusal::Full(format!(
+                "connection limit for '{name}' ({}) reached",
+                c.max_connections_per_type
+            )));
+        }
+    }
+    if c.max_connections_per_user > 0 && !shard.board.take_user_slot(user, c.max_connections_per_user) {
+        return Err(Refusal::Full(format!(
+            "connection limit per user ({}) reached",
+            c.max_connections_per_user
+        )));
+    }
+    Ok(())
+}
+
+/// Gives back the user slot of an upgrade that did not happen.
+fn release(shard: &Shard, up: &Upgrade) {
+    if let (Some(claims), true) = (&up.claims, shard.config.max_connections_per_user > 0) {
+        shard.board.release_user_slot(&claims.sub);
+    }
+}
+
 /// Checks the handshake, then `authorize`; answers 101 or the refusal.
 fn accept_upgrade(
     shard: &Shard,
     request: &Request,
-    authorize: impl FnOnce() -> Result<Upgrade, AuthError>,
+    authorize: impl FnOnce() -> Result<Upgrade, Refusal>,
 ) -> (Vec<u8>, Next) {
     let accept = match upgrade::accept(request) {
         Ok(accept) => accept,
@@ -279,11 +335,18 @@ fn accept_upgrade(
     }
     match authorize() {
         Ok(up) => (accept, Next::Upgraded(Box::new(up))),
-        Err(error) => {
+        Err(Refusal::Auth(error)) => {
             tracing::debug!(%error, path = %request.path, "upgrade refused");
             let (status, code) = error.status();
             (
                 http::error_response(status, code, &error.to_string(), false, &[]),
+                Next::Close,
+            )
+        }
+        Err(Refusal::Full(message)) => {
+            let headers = [("Retry-After", RETRY_AFTER)];
+            (
+                http::error_response(503, "too_many_connections", &message, false, &headers),
                 Next::Close,
             )
         }

@@ -54,6 +54,9 @@ impl ShardCounters {
 /// Every shard's counters plus what is needed to describe them.
 pub struct Board {
     shards: Box<[ShardCounters]>,
+    /// Connections per user (token `sub`), kept only when a per-user limit is
+    /// configured. Touched once per connect and close, never per delivery.
+    users: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     client_types: Vec<String>,
     started: Instant,
 }
@@ -96,6 +99,7 @@ impl Board {
             .collect();
         Board {
             shards,
+            users: std::sync::Mutex::new(std::collections::HashMap::new()),
             client_types,
             started: Instant::now(),
         }
@@ -108,6 +112,36 @@ impl Board {
     /// Index of `name` among the configured client types.
     pub fn client_type_index(&self, name: &str) -> Option<u16> {
         self.client_types.iter().position(|t| t == name).map(|i| i as u16)
+    }
+
+    /// Connections of client type `index` across shards.
+    pub fn of_type(&self, index: u16) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.by_type.get(index as usize).map_or(0, |c| c.load(Relaxed)))
+            .sum()
+    }
+
+    /// Takes one of `user`'s `max` connection slots; false when all are taken.
+    pub fn take_user_slot(&self, user: &str, max: u32) -> bool {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let n = users.entry(user.to_string()).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a slot taken with [`Board::take_user_slot`].
+    pub fn release_user_slot(&self, user: &str) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(user);
+            }
+        }
     }
 
     pub fn total(&self) -> u64 {
