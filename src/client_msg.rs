@@ -26,6 +26,8 @@ pub const SUPPORTED: &[&str] = &[
 pub enum Action {
     /// Send this text back.
     Reply(String),
+    /// Send this error back (counts against the client; see `conn`).
+    Error(String),
     /// Publish these events, then reply.
     Publish { events: Vec<Event>, reply: String },
     /// Subscribe to `topic`, then reply.
@@ -114,10 +116,10 @@ struct ErrorReply<'a> {
 pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
     let message: Incoming = match simd_json::serde::from_slice(text) {
         Ok(message) => message,
-        Err(_) => return Action::Reply(error("bad_json", "message is not a JSON object", None)),
+        Err(_) => return Action::Error(error("bad_json", "message is not a JSON object", None)),
     };
     let Some(kind) = message.kind.as_deref() else {
-        return Action::Reply(error(
+        return Action::Error(error(
             "bad_message",
             "a message needs a string field 'type'",
             None,
@@ -140,7 +142,7 @@ pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
         "subscribe" | "unsubscribe" | "publish" => room_message(kind, &message, sender),
         "refresh" => match message.token {
             Some(token) if !token.is_empty() => Action::Refresh { token },
-            _ => Action::Reply(error(
+            _ => Action::Error(error(
                 "bad_message",
                 "'refresh' needs a string field 'token'",
                 None,
@@ -148,7 +150,7 @@ pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
         },
         "status" => {
             let Some(device) = sender.device else {
-                return Action::Reply(error(
+                return Action::Error(error(
                     "forbidden",
                     "only device connections may report a status",
                     None,
@@ -162,10 +164,10 @@ pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
                         status: message.status.status().unwrap_or(""),
                     }),
                 },
-                Err(e) => Action::Reply(error("bad_status", &e.to_string(), None)),
+                Err(e) => Action::Error(error("bad_status", &e.to_string(), None)),
             }
         }
-        other => Action::Reply(error(
+        other => Action::Error(error(
             "unknown_type",
             &format!(
                 "unknown message type '{}'",
@@ -180,14 +182,14 @@ pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
 /// the token's `rooms` (join) and `publish` claims.
 fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
     let Some(room) = message.room.as_deref() else {
-        return Action::Reply(error(
+        return Action::Error(error(
             "bad_message",
             "this message needs a string field 'room'",
             None,
         ));
     };
     if let Err(e) = topic::check_name(room) {
-        return Action::Reply(error("bad_room", &e.to_string(), None));
+        return Action::Error(error("bad_room", &e.to_string(), None));
     }
     let topic = format!("room:{room}");
     let reply = |kind| to_json(&RoomAck { kind, room });
@@ -207,7 +209,7 @@ fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
                 .as_deref()
                 .filter(|e| !e.is_empty() && e.len() <= publish::MAX_EVENT_NAME)
             else {
-                return Action::Reply(error(
+                return Action::Error(error(
                     "bad_message",
                     "'publish' needs an 'event' name of 1 to 200 bytes",
                     None,
@@ -222,7 +224,7 @@ fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
                 reply: reply("published"),
             }
         }
-        _ => Action::Reply(error(
+        _ => Action::Error(error(
             "forbidden",
             &format!("token does not allow {kind} to room '{room}'"),
             None,
@@ -273,7 +275,7 @@ mod tests {
             claims,
         };
         match handle(&mut text.as_bytes().to_vec(), &sender) {
-            Action::Reply(r) => r,
+            Action::Reply(r) | Action::Error(r) => r,
             Action::Publish { reply, events } => format!("PUBLISH {} {reply}", events[0].topic),
             Action::Subscribe { topic, reply } => format!("SUB {topic} {reply}"),
             Action::Unsubscribe { topic, reply } => format!("UNSUB {topic} {reply}"),

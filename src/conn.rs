@@ -89,7 +89,9 @@ pub struct Conn {
     /// Shard clock after which a `Closing` connection is dropped.
     close_deadline: Cell<u32>,
     /// Index into the configured client types, for the per-type counters.
-    pub client_type: Option<u16>,
+    client_type: u16,
+    /// Recent bad messages (halved every sweep); at `MAX_STRIKES`: 1008.
+    strikes: Cell<u8>,
     /// The token's `exp` (Unix seconds; 0: none). At `exp` the connection is
     /// closed with 4001 unless the client refreshed its token.
     pub exp: Cell<u32>,
@@ -118,7 +120,8 @@ impl Conn {
             last_seen: Cell::new(now),
             last_ping: Cell::new(now),
             close_deadline: Cell::new(u32::MAX),
-            client_type,
+            client_type: client_type.unwrap_or(NO_TYPE),
+            strikes: Cell::new(0),
             subscriptions: RefCell::new(Box::default()),
             device: std::cell::OnceCell::new(),
             conflate: Cell::new(false),
@@ -126,6 +129,18 @@ impl Conn {
             exp: Cell::new(0),
             expiry_notified: Cell::new(false),
         }
+    }
+
+    /// Index into the configured client types, for the per-type counters.
+    pub fn client_type(&self) -> Option<u16> {
+        (self.client_type != NO_TYPE).then_some(self.client_type)
+    }
+
+    /// Counts one bad message; true when the client has sent too many.
+    fn strike(&self) -> bool {
+        let n = self.strikes.get().saturating_add(1);
+        self.strikes.set(n);
+        n >= MAX_STRIKES
     }
 
     pub fn state(&self) -> State {
@@ -292,6 +307,7 @@ impl Conn {
 
     /// Heartbeat and timeouts, called by the shard's sweeper each tick.
     pub fn tick(&self, now: u32, heartbeat: u32, idle: u32, close_timeout: u32, expiry: Expiry) {
+        self.strikes.set(self.strikes.get() / 2);
         let exp = self.exp.get();
         if self.state.get() == State::Open && exp != 0 {
             if expiry.now >= exp {
@@ -328,6 +344,12 @@ impl Conn {
         }
     }
 }
+
+/// `client_type` of a connection without one.
+const NO_TYPE: u16 = u16::MAX;
+/// Bad messages (decaying by half every sweep, twice a second) after which
+/// a client is closed with 1008.
+const MAX_STRIKES: u8 = 10;
 
 /// Wall-clock facts for token expiry, computed once per sweep.
 #[derive(Clone, Copy, Debug)]
@@ -568,6 +590,18 @@ impl Driver {
     }
 }
 
+/// Answers a bad message; closes with 1008 a client that keeps sending them.
+fn bad_message(conn: &Conn, shard: &Shard, reply: &str) {
+    send_text(conn, reply);
+    if conn.strike() {
+        conn.close(
+            1008,
+            "too many bad messages",
+            shard.clock() + shard.close_timeout_secs(),
+        );
+    }
+}
+
 fn send_text(conn: &Conn, text: &str) {
     conn.send(Chunk::Owned(frame::encode(
         OpCode::Data(Data::Text),
@@ -616,6 +650,7 @@ fn handle(
                 };
                 match client_msg::handle(&mut text, &sender) {
                     Action::Reply(reply) => send_text(conn, &reply),
+                    Action::Error(reply) => bad_message(conn, shard, &reply),
                     Action::Publish { events, reply } => {
                         shard.publish_later(events);
                         send_text(conn, &reply);
@@ -635,7 +670,7 @@ fn handle(
         (State::Open, Message::Binary(payload)) => match role {
             Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Binary), payload))),
             Role::Monitor => {}
-            Role::Client | Role::Device => send_text(conn, &client_msg::binary_reply()),
+            Role::Client | Role::Device => bad_message(conn, shard, &client_msg::binary_reply()),
         },
         (State::Open, Message::Ping(payload)) => {
             conn.send(Chunk::Owned(frame::encode(

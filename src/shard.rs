@@ -128,7 +128,7 @@ impl Shard {
         let entry = conns.vacant_entry();
         let conn = Rc::new(Conn::new(entry.key() as u32, fd, self.clock(), client_type));
         entry.insert(conn.clone());
-        self.board.shard(self.id).opened(conn.client_type);
+        self.board.shard(self.id).opened(conn.client_type());
         tracing::debug!(shard = self.id, conn = conn.key, "connection opened");
         conn
     }
@@ -142,7 +142,7 @@ impl Shard {
         }
         drop(registry);
         if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {
-            self.board.shard(self.id).closed(conn.client_type);
+            self.board.shard(self.id).closed(conn.client_type());
             tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
         }
     }
