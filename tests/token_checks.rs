@@ -161,3 +161,47 @@ fn disallowed_browser_origins_are_403_and_non_browsers_pass() {
     assert_eq!(status(&server, &path, "Origin: https://app.example.com\r\n"), 101);
     assert_eq!(status(&server, &path, ""), 101);
 }
+
+#[test]
+fn per_user_socket_requires_the_tokens_own_user_id() {
+    let server = Server::start(&[]);
+    let alice = token("alice", &[]);
+    assert_eq!(
+        status(&server, &format!("/api/v1/websocket/ws/alice?token={alice}"), ""),
+        101
+    );
+    assert_eq!(
+        status(&server, &format!("/api/v1/websocket/ws/bob?token={alice}"), ""),
+        403
+    );
+    assert_eq!(status(&server, "/api/v1/websocket/ws/alice", ""), 401);
+}
+
+#[test]
+fn leeway_accepts_a_token_just_past_exp() {
+    #[derive(serde::Serialize)]
+    struct C {
+        sub: &'static str,
+        exp: u64,
+        types: [&'static str; 1],
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 20;
+    let late = jsonwebtoken::encode(
+        &Default::default(),
+        &C {
+            sub: "u",
+            exp,
+            types: ["user"],
+        },
+        &jsonwebtoken::EncodingKey::from_secret(b"s"),
+    )
+    .unwrap();
+    let strict = Server::start(&["--jwt-secret", "s", "--api-key", "k"]);
+    assert_eq!(status(&strict, &format!("/ws/user?token={late}"), ""), 401);
+    let lenient = Server::start(&["--jwt-secret", "s", "--api-key", "k", "--jwt-leeway", "60s"]);
+    assert_eq!(status(&lenient, &format!("/ws/user?token={late}"), ""), 101);
+}
