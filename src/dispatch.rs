@@ -57,6 +57,13 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
         shard
             .counters()
             .delivered(pending.iter().map(|b| b.events.len() as u64).sum(), done);
+        // Publish accepted → written to this shard's last local subscriber:
+        // one sample per batch, one lock per round.
+        if let Ok(mut h) = shard.board.latencies(shard.id).fanout.lock() {
+            for batch in &pending {
+                let _ = h.record((batch.accepted.elapsed().as_micros() as u64).clamp(1, 60_000_000));
+            }
+        }
         pending.clear();
     }
 }

@@ -21,6 +21,19 @@ use crate::shard::Shard;
 use crate::token::Claims;
 use crate::{devices, publish, time, topic, upgrade};
 
+/// An error response, counted by reason for `/metrics`.
+fn reject(
+    shard: &Shard,
+    status: u16,
+    code: &str,
+    message: &str,
+    keep_alive: bool,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
+    shard.counters().reject(code);
+    http::error_response(status, code, message, keep_alive, headers)
+}
+
 /// What to do with the socket after answering a request.
 enum Next {
     KeepAlive,
@@ -43,6 +56,7 @@ struct Upgrade {
 
 /// Serves `stream` until it closes, times out or upgrades.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
@@ -59,7 +73,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(Err(error)) => {
                 if let Some((status, code)) = error.status() {
                     tracing::debug!(%error, "rejecting request");
-                    let reply = http::error_response(status, code, &error.to_string(), false, &[]);
+                    let reply = reject(&shard, status, code, &error.to_string(), false, &[]);
                     let _ = http::write_all(&mut stream, &reply).await;
                 } else if !matches!(error, HttpError::Closed) {
                     tracing::debug!(%error, "connection error before upgrade");
@@ -70,7 +84,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 // Timed out: say so only if a request had started.
                 if !buf.is_empty() {
                     let msg = "request not received in time";
-                    let reply = http::error_response(408, "timeout", msg, false, &[]);
+                    let reply = reject(&shard, 408, "timeout", msg, false, &[]);
                     let _ = http::write_all(&mut stream, &reply).await;
                 }
                 return;
@@ -91,6 +105,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             Next::KeepAlive => continue,
             Next::Close => return,
             Next::Upgraded(up) => {
+                let micros = accepted.elapsed().as_micros() as u64;
+                crate::metrics::record(&shard.board.latencies(shard.id).handshake, micros);
                 let leftover = if buf.is_empty() {
                     Vec::new()
                 } else {
@@ -134,13 +150,14 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
         Ok(endpoint) => endpoint,
         Err(RouteError::NotFound) => {
             return (
-                http::error_response(404, "not_found", "no such endpoint", keep_alive, &[]),
+                reject(shard, 404, "not_found", "no such endpoint", keep_alive, &[]),
                 after(),
             );
         }
         Err(RouteError::MethodNotAllowed { allow }) => {
             let message = format!("method {} not allowed here", request.method);
-            let body = http::error_response(
+            let body = reject(
+                shard,
                 405,
                 "method_not_allowed",
                 &message,
@@ -158,6 +175,17 @@ async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
                 http::json_response(status, &shard.board.health_json(draining), keep_alive, &[]),
                 after(),
             )
+        }
+        Endpoint::Metrics => {
+            let text = crate::metrics::prometheus(&shard.board);
+            (
+                http::response(200, "text/plain; version=0.0.4", &text, keep_alive, &[]),
+                after(),
+            )
+        }
+        Endpoint::DebugLatency => {
+            let text = crate::metrics::latency_hgrm(&shard.board);
+            (http::response(200, "text/plain", &text, keep_alive, &[]), after())
         }
         Endpoint::Stats => (
             http::json_response(200, &shard.board.stats_json(), keep_alive, &[]),
@@ -312,18 +340,19 @@ fn accept_upgrade(
         Err(error) => {
             let (status, code, headers) = error.status();
             return (
-                http::error_response(status, code, &error.to_string(), false, headers),
+                reject(shard, status, code, &error.to_string(), false, headers),
                 Next::Close,
             );
         }
     };
     if shard.draining() {
-        let body = http::error_response(503, "shutting_down", "server is shutting down", false, &[]);
+        let body = reject(shard, 503, "shutting_down", "server is shutting down", false, &[]);
         return (body, Next::Close);
     }
     if let Some(origin) = request.header("origin") {
         if !auth::origin_allowed(origin, &shard.config.allowed_origins) {
-            let body = http::error_response(
+            let body = reject(
+                shard,
                 403,
                 "origin_not_allowed",
                 "this Origin is not allowed",
@@ -339,14 +368,14 @@ fn accept_upgrade(
             tracing::debug!(%error, path = %request.path, "upgrade refused");
             let (status, code) = error.status();
             (
-                http::error_response(status, code, &error.to_string(), false, &[]),
+                reject(shard, status, code, &error.to_string(), false, &[]),
                 Next::Close,
             )
         }
         Err(Refusal::Full(message)) => {
             let headers = [("Retry-After", RETRY_AFTER)];
             (
-                http::error_response(503, "too_many_connections", &message, false, &headers),
+                reject(shard, 503, "too_many_connections", &message, false, &headers),
                 Next::Close,
             )
         }
@@ -390,7 +419,8 @@ async fn device_status(shard: &Shard, request: &mut Request, device_id: &str, ke
     if !auth::has_api_key(request, &shard.config.api_key) {
         let (status, code) = AuthError::BadApiKey.status();
         let message = AuthError::BadApiKey.to_string();
-        return http::error_response(
+        return reject(
+            shard,
             status,
             code,
             &message,
@@ -405,7 +435,7 @@ async fn device_status(shard: &Shard, request: &mut Request, device_id: &str, ke
         Ok(events) => events,
         Err(error) => {
             let (status, code) = error.status();
-            return http::error_response(status, code, &error.to_string(), keep_alive, &[]);
+            return reject(shard, status, code, &error.to_string(), keep_alive, &[]);
         }
     };
     let id = shard.next_id();
@@ -430,7 +460,8 @@ async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: 
     if !auth::has_api_key(request, &shard.config.api_key) {
         let (status, code) = AuthError::BadApiKey.status();
         let message = AuthError::BadApiKey.to_string();
-        return http::error_response(
+        return reject(
+            shard,
             status,
             code,
             &message,
@@ -449,7 +480,7 @@ async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: 
         Ok(events) => events,
         Err(error) => {
             let (status, code) = error.status();
-            return http::error_response(status, code, &error.to_string(), keep_alive, &[]);
+            return reject(shard, status, code, &error.to_string(), keep_alive, &[]);
         }
     };
     let count = events.len();

@@ -226,8 +226,19 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// A complete response with a JSON body.
 pub fn json_response(status: u16, body: &str, keep_alive: bool, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    response(status, "application/json", body, keep_alive, extra_headers)
+}
+
+/// A complete response with a body of `content_type`.
+pub fn response(
+    status: u16,
+    content_type: &str,
+    body: &str,
+    keep_alive: bool,
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n",
         reason_phrase(status),
         body.len(),
         if keep_alive { "keep-alive" } else { "close" },

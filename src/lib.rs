@@ -27,6 +27,7 @@ pub mod frame;
 pub mod handler;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod publish;
 pub mod queue;

@@ -9,6 +9,10 @@ pub enum Endpoint {
     Health,
     /// `GET /ws/stats`
     Stats,
+    /// `GET /metrics` (Prometheus text)
+    Metrics,
+    /// `GET /debug/latency` (hgrm text)
+    DebugLatency,
     /// `GET /ws/echo` upgrade (only with `--echo`)
     Echo,
     /// `GET /ws/{client_type}` upgrade; the index into `client_types`.
@@ -49,6 +53,8 @@ pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, Rout
     let (endpoint, allow) = match path {
         "/health" => (Endpoint::Health, "GET"),
         "/ws/stats" => (Endpoint::Stats, "GET"),
+        "/metrics" => (Endpoint::Metrics, "GET"),
+        "/debug/latency" => (Endpoint::DebugLatency, "GET"),
         "/ws/echo" if config.echo => (Endpoint::Echo, "GET"),
         "/api/v1/publish" => (Endpoint::Publish, "POST"),
         "/api/v1/publish/batch" => (Endpoint::PublishBatch, "POST"),

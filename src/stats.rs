@@ -18,6 +18,10 @@ pub struct ShardCounters {
     deliveries: AtomicU64,
     /// Connections closed with 1008 "slow consumer".
     slow_consumers: AtomicU64,
+    /// Requests refused, by `metrics::REJECT_REASONS` index.
+    rejected: Box<[AtomicU64]>,
+    /// Latency histograms.
+    latencies: crate::metrics::Latencies,
 }
 
 impl ShardCounters {
@@ -39,6 +43,29 @@ impl ShardCounters {
 
     pub fn connections(&self) -> u64 {
         self.connections.load(Relaxed)
+    }
+
+    /// Connections of client type `i` on this shard.
+    pub fn of_type(&self, i: usize) -> u64 {
+        self.by_type.get(i).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// (events, deliveries, slow consumers).
+    pub fn delivery_counts(&self) -> (u64, u64, u64) {
+        (
+            self.events.load(Relaxed),
+            self.deliveries.load(Relaxed),
+            self.slow_consumers.load(Relaxed),
+        )
+    }
+
+    /// Counts a refused request with code `code`.
+    pub fn reject(&self, code: &str) {
+        self.rejected[crate::metrics::reject_reason(code)].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejected(&self, reason: usize) -> u64 {
+        self.rejected[reason].load(Relaxed)
     }
 
     /// One dispatch round: once per round, never per delivery.
@@ -95,6 +122,11 @@ impl Board {
                 events: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
+                rejected: crate::metrics::REJECT_REASONS
+                    .iter()
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                latencies: crate::metrics::Latencies::default(),
             })
             .collect();
         Board {
@@ -107,6 +139,18 @@ impl Board {
 
     pub fn shard(&self, id: usize) -> &ShardCounters {
         &self.shards[id]
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn client_types(&self) -> &[String] {
+        &self.client_types
+    }
+
+    pub fn latencies(&self, shard: usize) -> &crate::metrics::Latencies {
+        &self.shards[shard].latencies
     }
 
     /// Index of `name` among the configured client types.

@@ -1,0 +1,254 @@
+//! Metrics: names, the per-shard latency histograms, and the Prometheus
+//! text and hgrm renderings. Counters live in `stats::ShardCounters`
+//! (written by their shard only, summed here at scrape time); histograms
+//! are recorded once per dispatch round or handshake, never per delivery.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+use crate::stats::Board;
+
+pub const CONNECTIONS: &str = "shardcast_connections";
+pub const EVENTS: &str = "shardcast_events_total";
+pub const DELIVERIES: &str = "shardcast_deliveries_total";
+pub const SLOW_CONSUMERS: &str = "shardcast_slow_consumer_disconnects_total";
+pub const REJECTED: &str = "shardcast_requests_rejected_total";
+pub const FANOUT: &str = "shardcast_fanout_latency_seconds";
+pub const HANDSHAKE: &str = "shardcast_handshake_duration_seconds";
+
+/// Upper bounds (seconds) of the `_bucket` series.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Reasons a request is refused before or at the upgrade (bounded label).
+pub const REJECT_REASONS: &[&str] = &[
+    "bad_request",
+    "header_too_large",
+    "body_too_large",
+    "timeout",
+    "bad_handshake",
+    "unauthorized",
+    "forbidden",
+    "origin_not_allowed",
+    "too_many_connections",
+    "not_found",
+    "method_not_allowed",
+    "other",
+];
+
+/// Index of a rejection code in [`REJECT_REASONS`].
+pub fn reject_reason(code: &str) -> usize {
+    let code = match code {
+        "bad_json" | "bad_event" | "bad_status" | "length_required" => "bad_request",
+        "too_many_events" => "body_too_large",
+        "upgrade_required" => "bad_handshake",
+        "token_expired" => "unauthorized",
+        other => other,
+    };
+    REJECT_REASONS
+        .iter()
+        .position(|r| *r == code)
+        .unwrap_or(REJECT_REASONS.len() - 1)
+}
+
+/// A shard's latency histograms (microseconds). The owning shard locks each
+/// once per dispatch round or handshake; a scrape locks it briefly.
+pub struct Latencies {
+    pub fanout: Mutex<Histogram<u64>>,
+    pub handshake: Mutex<Histogram<u64>>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let h = || Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"));
+        Latencies {
+            fanout: h(),
+            handshake: h(),
+        }
+    }
+}
+
+/// Records `micros` into `h`.
+pub fn record(h: &Mutex<Histogram<u64>>, micros: u64) {
+    if let Ok(mut h) = h.lock() {
+        let _ = h.record(micros.clamp(1, 60_000_000));
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn prometheus(board: &Board) -> String {
+    let mut out = String::new();
+    let shards = board.shard_count();
+    header(&mut out, CONNECTIONS, "gauge", "Open WebSocket connections.");
+    for s in 0..shards {
+        let c = board.shard(s);
+        let _ = writeln!(
+            out,
+            "{CONNECTIONS}{{shard=\"{s}\",client_type=\"any\"}} {}",
+            c.connections()
+        );
+        for (i, name) in board.client_types().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{CONNECTIONS}{{shard=\"{s}\",client_type=\"{name}\"}} {}",
+                c.of_type(i)
+            );
+        }
+    }
+    for (name, kind, help, get) in [
+        (
+            EVENTS,
+            "counter",
+            "Published events received by the shard's dispatcher.",
+            0,
+        ),
+        (
+            DELIVERIES,
+            "counter",
+            "Frames handed to local connections (written or queued).",
+            1,
+        ),
+        (
+            SLOW_CONSUMERS,
+            "counter",
+            "Connections closed with 1008 slow consumer.",
+            2,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        for s in 0..shards {
+            let (e, d, slow) = board.shard(s).delivery_counts();
+            let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", [e, d, slow][get]);
+        }
+    }
+    header(
+        &mut out,
+        REJECTED,
+        "counter",
+        "Requests refused before or at the upgrade, by reason.",
+    );
+    for s in 0..shards {
+        for (i, reason) in REJECT_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{REJECTED}{{shard=\"{s}\",reason=\"{reason}\"}} {}",
+                board.shard(s).rejected(i)
+            );
+        }
+    }
+    histogram(
+        &mut out,
+        board,
+        FANOUT,
+        "Publish accepted to frame written to the shard's last local subscriber.",
+        |l| &l.fanout,
+    );
+    histogram(
+        &mut out,
+        board,
+        HANDSHAKE,
+        "Accepted socket to 101 written.",
+        |l| &l.handshake,
+    );
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(
+    out: &mut String,
+    board: &Board,
+    name: &str,
+    help: &str,
+    pick: fn(&Latencies) -> &Mutex<Histogram<u64>>,
+) {
+    header(out, name, "histogram", help);
+    for s in 0..board.shard_count() {
+        let Ok(h) = pick(board.latencies(s)).lock().map(|h| h.clone()) else {
+            continue;
+        };
+        for le in BUCKETS {
+            let micros = (le * 1e6) as u64;
+            let count = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, micros)
+            };
+            let _ = writeln!(out, "{name}_bucket{{shard=\"{s}\",le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{shard=\"{s}\",le=\"+Inf\"}} {}", h.len());
+        let sum = h.mean() * h.len() as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{shard=\"{s}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{shard=\"{s}\"}} {}", h.len());
+    }
+}
+
+/// The fan-out latency of all shards merged, as an HdrHistogram percentile
+/// distribution (hgrm text, values in microseconds).
+pub fn latency_hgrm(board: &Board) -> String {
+    let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    for s in 0..board.shard_count() {
+        if let Ok(h) = board.latencies(s).fanout.lock() {
+            let _ = merged.add(&*h);
+        }
+    }
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    if !merged.is_empty() {
+        for v in merged.iter_quantiles(1) {
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 { 1.0 / (1.0 - q) } else { f64::INFINITY };
+            let _ = writeln!(
+                out,
+                "{:12.3} {:14.12} {:10} {:14.2}",
+                v.value_iterated_to() as f64,
+                q,
+                v.count_since_last_iteration(),
+                inv
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n#[Values are in microseconds]",
+        merged.mean(),
+        merged.stdev(),
+        merged.max() as f64,
+        merged.len()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_codes_map_to_bounded_reasons() {
+        assert_eq!(REJECT_REASONS[reject_reason("bad_json")], "bad_request");
+        assert_eq!(REJECT_REASONS[reject_reason("forbidden")], "forbidden");
+        assert_eq!(REJECT_REASONS[reject_reason("something-new")], "other");
+    }
+
+    #[test]
+    fn prometheus_text_has_types_and_buckets() {
+        let board = Board::new(1, vec!["user".into()]);
+        record(&board.latencies(0).fanout, 700);
+        let text = prometheus(&board);
+        assert!(text.contains("# TYPE shardcast_fanout_latency_seconds histogram"));
+        assert!(
+            text.contains(r#"shardcast_fanout_latency_seconds_bucket{shard="0",le="0.0005"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"shardcast_fanout_latency_seconds_bucket{shard="0",le="0.001"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"shardcast_fanout_latency_seconds_count{shard="0"} 1"#));
+        assert!(latency_hgrm(&board).contains("Percentile"));
+    }
+}
