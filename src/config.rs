@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080 in dev mode, else 0.0.0.0:8080).
     #[arg(long, env = "SHARDCAST_LISTEN")]
     pub listen: Option<String>,
+    /// Internal address for the publish API, device status, /metrics and
+    /// /debug/latency (they then leave the public port).
+    #[arg(long, env = "SHARDCAST_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Number of shards (one pinned executor each); default: all cores.
     #[arg(long, env = "SHARDCAST_SHARDS")]
     pub shards: Option<usize>,
@@ -157,6 +161,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    admin_listen: Option<String>,
     shards: Option<usize>,
     backlog: Option<u32>,
     max_header_bytes: Option<usize>,
@@ -193,6 +198,8 @@ struct FileConfig {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where the internal endpoints live, if not on `listen`.
+    pub admin_listen: Option<SocketAddr>,
     pub shards: usize,
     pub backlog: u32,
     pub max_header_bytes: usize,
@@ -311,8 +318,16 @@ impl Config {
                 ));
             }
         }
+        let admin_listen = match pick!(admin_listen).filter(|s| !s.is_empty()) {
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| invalid("admin_listen", format!("'{text}' is not an IP:PORT address")))?,
+            ),
+            None => None,
+        };
         let config = Config {
             listen,
+            admin_listen,
             shards,
             backlog: positive("backlog", pick!(backlog).unwrap_or(4096))?,
             max_header_bytes: at_least("max_header_bytes", pick!(max_header_bytes).unwrap_or(8192), 256)?,

@@ -55,7 +55,7 @@ struct Upgrade {
 }
 
 /// Serves `stream` until it closes, times out or upgrades.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port) {
     let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
@@ -92,7 +92,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         };
         // The request and reply must not live on in this task's state for
         // the connection's lifetime: an idle connection should cost bytes.
-        let (reply, next) = respond(&shard, request).await;
+        let (reply, next) = respond(&shard, request, port).await;
         let written = http::write_all(&mut stream, &reply).await;
         drop(reply);
         if written.is_err() {
@@ -143,10 +143,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
 }
 
 /// The response bytes for `request` and what follows it.
-async fn respond(shard: &Rc<Shard>, mut request: Request) -> (Vec<u8>, Next) {
+async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port) -> (Vec<u8>, Next) {
     let keep_alive = request.keep_alive() && !shard.draining();
     let after = || if keep_alive { Next::KeepAlive } else { Next::Close };
-    let endpoint = match route::route(&request.method, &request.path, &shard.config) {
+    let endpoint = match route::route_on(port, &request.method, &request.path, &shard.config) {
         Ok(endpoint) => endpoint,
         Err(RouteError::NotFound) => {
             return (

@@ -39,6 +39,44 @@ impl Endpoint {
     }
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Public,
+    /// `admin_listen`: the internal endpoints (and `/health`) only.
+    Admin,
+}
+
+impl Endpoint {
+    /// Endpoints for backends and operators, moved by `admin_listen`.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Publish
+                | Endpoint::PublishBatch
+                | Endpoint::DeviceStatus { .. }
+                | Endpoint::Metrics
+                | Endpoint::DebugLatency
+        )
+    }
+}
+
+/// Routes a request that came in on `port`: with `admin_listen` set, the
+/// internal endpoints exist only on the admin port, the rest only on the
+/// public one (`/health` on both).
+pub fn route_on(port: Port, method: &str, path: &str, config: &Config) -> Result<Endpoint, RouteError> {
+    let endpoint = route(method, path, config);
+    if config.admin_listen.is_none() {
+        return endpoint;
+    }
+    match (&endpoint, port) {
+        (Ok(Endpoint::Health), _) => endpoint,
+        (Ok(e), Port::Admin) if !e.is_internal() => Err(RouteError::NotFound),
+        (Ok(e), Port::Public) if e.is_internal() => Err(RouteError::NotFound),
+        _ => endpoint,
+    }
+}
+
 /// No endpoint for the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteError {

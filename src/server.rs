@@ -47,6 +47,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 source,
             }
         })?;
+    let (admin_fds, admin_addr) = match config.admin_listen {
+        Some(admin) => {
+            let (fds, addr) = sockets::bind_listeners(admin, config.shards, config.backlog)
+                .map_err(|source| ServerError::Bind { addr: admin, source })?;
+            (fds.into_iter().map(Some).collect(), Some(addr))
+        }
+        None => (vec![None; config.shards], None),
+    };
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
     let verifier = Arc::new(Verifier::new(&config).map_err(|e| ServerError::Config(e.to_string()))?);
     let (broadcaster, mut event_rxs) = Broadcaster::new(config.shards, BROADCAST_CAPACITY);
@@ -55,7 +63,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let cpus = allowed_cpus();
     let mut senders = Vec::new();
     let mut handles = Vec::new();
-    for (id, fd) in fds.into_iter().enumerate() {
+    for (id, (fd, admin_fd)) in fds.into_iter().zip(admin_fds).enumerate() {
         let (tx, rx) = flume::bounded(1);
         senders.push(tx);
         let shared = Shared {
@@ -73,7 +81,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || shard::run(id, shared, fd, events, rx))
+            .spawn(move || shard::run(id, shared, fd, admin_fd, events, rx))
             .map_err(|e| ServerError::Executor {
                 shard: id,
                 reason: e.to_string(),
@@ -93,7 +101,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         connection_capacity = limits.connection_capacity(),
         "listening"
     );
-    announce(&config, addr);
+    announce(&config, addr, admin_addr);
     for handle in handles {
         if let Err(error) = handle.join() {
             tracing::error!(%error, "shard ended with an error");
@@ -105,8 +113,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
 /// Prints the line tests and scripts wait for, and in dev mode a ready token
 /// and copy-paste commands.
-fn announce(config: &Config, addr: std::net::SocketAddr) {
+fn announce(config: &Config, addr: std::net::SocketAddr, admin: Option<std::net::SocketAddr>) {
     let mut out = std::io::stdout().lock();
+    if let Some(admin) = admin {
+        let _ = writeln!(out, "shardcast admin listening on {admin}");
+    }
     let _ = writeln!(out, "shardcast listening on {addr}");
     if config.dev_mode {
         let mut claims = Claims::new("dev-user", Duration::from_secs(24 * 3600));
@@ -116,6 +127,7 @@ fn announce(config: &Config, addr: std::net::SocketAddr) {
         claims.devices = vec!["*".into()];
         let token = token::mint_hs256(&claims, &config.jwt_secret).unwrap_or_default();
         let key = &config.api_key;
+        let api = admin.unwrap_or(addr);
         let _ = write!(
             out,
             "\nDEV MODE: no --jwt-secret configured. Using the built-in dev secret and dev API key.\n\
@@ -123,7 +135,7 @@ fn announce(config: &Config, addr: std::net::SocketAddr) {
              dev token (sub=dev-user, 24h):\n  {token}\n\
              dev API key:\n  {key}\n\n\
              connect a client:\n  python3 -m websockets 'ws://{addr}/ws/user?token={token}'\n\
-             publish an event:\n  curl -sS -X POST http://{addr}/api/v1/publish -H 'Authorization: Bearer {key}' \
+             publish an event:\n  curl -sS -X POST http://{api}/api/v1/publish -H 'Authorization: Bearer {key}' \
              -H 'Content-Type: application/json' -d '{{\"topic\":\"all\",\"event\":\"hello\",\"data\":{{\"text\":\"hi\"}}}}'\n\
              health and stats:\n  curl -sS http://{addr}/health\n  curl -sS http://{addr}/ws/stats\n\n"
         );

@@ -17,6 +17,7 @@ use crate::broadcast::{Batch, Broadcaster};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::registry::Registry;
+use crate::route::Port;
 use crate::stats::{Board, ShardCounters};
 use crate::{dispatch, handler};
 
@@ -162,11 +163,14 @@ pub async fn run(
     id: usize,
     shared: Shared,
     listener_fd: RawFd,
+    admin_fd: Option<RawFd>,
     events: flume::Receiver<Arc<Batch>>,
     shutdown: flume::Receiver<()>,
 ) {
     // SAFETY: the fd is a bound, listening socket handed to this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    // SAFETY: likewise for the admin listener.
+    let admin = admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
     let shard = Rc::new(Shard {
         id,
         config: shared.config,
@@ -195,12 +199,19 @@ pub async fn run(
         .map(|task| task.detach())
         .map_err(|e| tracing::error!(shard = id, error = %e, "cannot start the dispatcher"))
         .ok();
-    let accept = accept_loop(shard.clone(), &listener);
-    futures_lite::future::or(accept, async {
+    let public = accept_loop(shard.clone(), &listener, Port::Public);
+    let internal = async {
+        match &admin {
+            Some(admin) => accept_loop(shard.clone(), admin, Port::Admin).await,
+            None => std::future::pending().await,
+        }
+    };
+    futures_lite::future::or(futures_lite::future::or(public, internal), async {
         let _ = shutdown.recv_async().await;
     })
     .await;
     drop(listener);
+    drop(admin);
     drain(&shard).await;
     sweeper.cancel();
     if let Some(dispatcher) = dispatcher {
@@ -208,12 +219,12 @@ pub async fn run(
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener) {
+async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener, port: Port) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(handler::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(handler::serve(shard.clone(), stream, port)).detach();
             }
             Err(error) => {
                 // Typically EMFILE: out of descriptors. Say so at most once a
