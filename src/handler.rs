@@ -414,49 +414,17 @@ struct Accepted<'a> {
     timestamp: &'a str,
 }
 
-/// `POST /api/v1/devices/{id}/status`: API key, validate, record, fan out.
-async fn device_status(shard: &Shard, request: &mut Request, device_id: &str, keep_alive: bool) -> Vec<u8> {
-    if !auth::has_api_key(request, &shard.config.api_key) {
-        let (status, code) = AuthError::BadApiKey.status();
-        let message = AuthError::BadApiKey.to_string();
-        return reject(
-            shard,
-            status,
-            code,
-            &message,
-            keep_alive,
-            &[("WWW-Authenticate", "Bearer")],
-        );
-    }
-    let timestamp = time::now_rfc3339();
-    let events =
-        devices::parse(&mut request.body).and_then(|report| devices::events(device_id, &report, &timestamp));
-    let events = match events {
-        Ok(events) => events,
-        Err(error) => {
-            let (status, code) = error.status();
-            return reject(shard, status, code, &error.to_string(), keep_alive, &[]);
-        }
-    };
-    let id = shard.next_id();
-    shard
-        .broadcaster
-        .publish(Batch {
-            events,
-            accepted: Instant::now(),
-        })
-        .await;
-    let body = simd_json::to_string(&Accepted {
-        id: &id,
-        events: 1,
-        timestamp: &timestamp,
-    })
-    .unwrap_or_default();
-    http::json_response(202, &body, keep_alive, &[])
-}
+/// What a publish endpoint refuses: status, code, message.
+type Refused = (u16, &'static str, String);
 
-/// `POST /api/v1/publish[/batch]`: API key, parse, encode once, broadcast.
-async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: bool) -> Vec<u8> {
+/// The publish endpoints: API key, then `parse` (which validates and encodes
+/// each event once), broadcast to every shard, 202 with the id.
+async fn publish_with(
+    shard: &Shard,
+    request: &mut Request,
+    keep_alive: bool,
+    parse: impl FnOnce(&mut Vec<u8>, &str) -> Result<Vec<crate::broadcast::Event>, Refused>,
+) -> Vec<u8> {
     if !auth::has_api_key(request, &shard.config.api_key) {
         let (status, code) = AuthError::BadApiKey.status();
         let message = AuthError::BadApiKey.to_string();
@@ -471,17 +439,9 @@ async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: 
     }
     let accepted = Instant::now();
     let timestamp = time::now_rfc3339();
-    let parsed = if batch {
-        publish::parse_batch(&mut request.body, &timestamp, shard.config.max_batch_events)
-    } else {
-        publish::parse_one(&mut request.body, &timestamp)
-    };
-    let events = match parsed {
+    let events = match parse(&mut request.body, &timestamp) {
         Ok(events) => events,
-        Err(error) => {
-            let (status, code) = error.status();
-            return reject(shard, status, code, &error.to_string(), keep_alive, &[]);
-        }
+        Err((status, code, message)) => return reject(shard, status, code, &message, keep_alive, &[]),
     };
     let count = events.len();
     let id = shard.next_id();
@@ -493,4 +453,34 @@ async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: 
     })
     .unwrap_or_default();
     http::json_response(202, &body, keep_alive, &[])
+}
+
+/// `POST /api/v1/publish[/batch]`: `{topic, event, data}` or `{"events":[…]}`.
+async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: bool) -> Vec<u8> {
+    let max = shard.config.max_batch_events;
+    publish_with(shard, request, keep_alive, |body, ts| {
+        let parsed = if batch {
+            publish::parse_batch(body, ts, max)
+        } else {
+            publish::parse_one(body, ts)
+        };
+        parsed.map_err(|e| {
+            let (status, code) = e.status();
+            (status, code, e.to_string())
+        })
+    })
+    .await
+}
+
+/// `POST /api/v1/devices/{id}/status`: validate, record, fan out.
+async fn device_status(shard: &Shard, request: &mut Request, device_id: &str, keep_alive: bool) -> Vec<u8> {
+    publish_with(shard, request, keep_alive, |body, ts| {
+        devices::parse(body)
+            .and_then(|report| devices::events(device_id, &report, ts))
+            .map_err(|e| {
+                let (status, code) = e.status();
+                (status, code, e.to_string())
+            })
+    })
+    .await
 }

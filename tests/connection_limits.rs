@@ -2,20 +2,11 @@
 //! gets 503 with Retry-After; a closed connection frees its slot.
 mod common;
 use common::*;
-use std::io::Write;
 use std::time::Instant;
 
 /// Attempts an upgrade; returns (status, head) and the open socket.
 fn attempt(server: &Server, path: &str) -> (u16, String, std::net::TcpStream) {
-    let mut s = server.tcp();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    .unwrap();
-    let head = read_head(&mut s);
-    (split_response(&head).0, head, s)
+    upgrade(server, path, "")
 }
 
 #[test]

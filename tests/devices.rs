@@ -84,16 +84,7 @@ fn status_endpoint_validates_and_fans_out() {
 #[test]
 fn monitors_need_the_devices_claim() {
     let server = Server::start(&[]);
-    let upgrade = |path: &str| {
-        let mut s = server.tcp();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        .unwrap();
-        split_response(&read_head(&mut s)).0
-    };
+    let upgrade = |path: &str| upgrade(&server, path, "").0;
     assert_eq!(upgrade("/ws/devices/all"), 401);
     let only_d2 = token_with_devices("ops", &[], &["d2"]);
     assert_eq!(upgrade(&format!("/ws/devices/all?token={only_d2}")), 403);

@@ -3,19 +3,11 @@
 //! `iss`/`aud`, and the browser-origin allowlist.
 mod common;
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn status(server: &Server, path: &str, extra: &str) -> u16 {
-    let mut s = server.tcp();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    .unwrap();
-    split_response(&read_head(&mut s)).0
+    upgrade(server, path, extra).0
 }
 
 /// A fresh key pair (`rsa` or `ec`) in its own temp dir: (private, public).

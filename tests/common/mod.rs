@@ -547,3 +547,17 @@ impl Sub {
         self.messages.iter().find(|m| m.contains(needle)).unwrap().clone()
     }
 }
+
+/// Sends an upgrade request for `path` (with `extra` header lines) and reads
+/// the response head; returns (status, head, the socket, still open).
+pub fn upgrade(server: &Server, path: &str, extra: &str) -> (u16, String, TcpStream) {
+    let mut s = server.tcp();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut s);
+    (split_response(&head).0, head, s)
+}
