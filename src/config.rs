@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// Most events in one `POST /api/v1/publish/batch`; over it: 413.
     #[arg(long, env = "SHARDCAST_MAX_BATCH_EVENTS")]
     pub max_batch_events: Option<usize>,
+    /// Most rooms one connection may join; past it: error `too_many_rooms`.
+    #[arg(long, env = "SHARDCAST_MAX_ROOMS_PER_CONNECTION")]
+    pub max_rooms_per_connection: Option<usize>,
     /// Interval of server pings to each connection (e.g. 25s).
     #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
@@ -171,6 +174,7 @@ struct FileConfig {
     max_message_bytes: Option<usize>,
     max_queue_bytes: Option<usize>,
     max_batch_events: Option<usize>,
+    max_rooms_per_connection: Option<usize>,
     max_connections: Option<u64>,
     max_connections_per_type: Option<u64>,
     max_connections_per_user: Option<u32>,
@@ -209,6 +213,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
     pub max_batch_events: usize,
+    pub max_rooms_per_connection: usize,
     /// 0 means no limit (for the three connection limits).
     pub max_connections: u64,
     pub max_connections_per_type: u64,
@@ -341,6 +346,7 @@ impl Config {
             )?,
             max_queue_bytes: at_least("max_queue_bytes", pick!(max_queue_bytes).unwrap_or(1 << 20), 1024)?,
             max_batch_events: at_least("max_batch_events", pick!(max_batch_events).unwrap_or(1000), 1)?,
+            max_rooms_per_connection: pick!(max_rooms_per_connection).unwrap_or(64),
             max_connections: pick!(max_connections).unwrap_or(0),
             max_connections_per_type: pick!(max_connections_per_type).unwrap_or(0),
             max_connections_per_user: pick!(max_connections_per_user).unwrap_or(0),

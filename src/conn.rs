@@ -270,6 +270,15 @@ impl Conn {
         self.close(1008, "slow consumer", close_deadline);
     }
 
+    /// Rooms this connection joined.
+    pub fn room_count(&self, registry: &crate::registry::Registry) -> usize {
+        self.subscriptions
+            .borrow()
+            .iter()
+            .filter(|s| registry.is_room(s.topic))
+            .count()
+    }
+
     /// Bytes waiting in the outbound queue.
     pub fn queued_bytes(&self) -> usize {
         self.out.borrow().as_ref().map_or(0, |q| q.bytes())
@@ -615,8 +624,10 @@ fn refresh(conn: &Rc<Conn>, shard: &Shard, claims: &mut Option<Box<Claims>>, tok
         Ok(new) if claims.as_ref().is_some_and(|old| old.sub == new.sub) => {
             conn.exp.set(new.exp.min(u32::MAX as u64) as u32);
             conn.expiry_notified.set(false);
-            let expires =
-                crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(new.exp));
+            // From the clamped u32: an absurd `exp` must not overflow SystemTime.
+            let expires = crate::time::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(conn.exp.get().into()),
+            );
             *claims = Some(Box::new(new));
             format!(r#"{{"type":"refreshed","expires_at":"{expires}"}}"#)
         }
@@ -656,8 +667,19 @@ fn handle(
                         send_text(conn, &reply);
                     }
                     Action::Subscribe { topic, reply } => {
-                        shard.subscribe(conn, &topic);
-                        send_text(conn, &reply);
+                        // Bounded: the connection's own topics plus at most
+                        // `max_rooms_per_connection` rooms.
+                        let rooms = conn.room_count(&shard.registry.borrow());
+                        if rooms >= shard.config.max_rooms_per_connection {
+                            let message = format!(
+                                "at most {} rooms per connection",
+                                shard.config.max_rooms_per_connection
+                            );
+                            bad_message(conn, shard, &client_msg::error("too_many_rooms", &message, None));
+                        } else {
+                            shard.subscribe(conn, &topic);
+                            send_text(conn, &reply);
+                        }
                     }
                     Action::Unsubscribe { topic, reply } => {
                         shard.unsubscribe(conn, &topic);

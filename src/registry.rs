@@ -69,9 +69,16 @@ impl Registry {
         Some(&self.topics[*id as usize].subscribers)
     }
 
-    /// Topics with a subscriber whose name starts with `prefix`.
-    pub fn count_with_prefix(&self, prefix: &str) -> usize {
-        self.ids.keys().filter(|k| k.starts_with(prefix)).count()
+    /// Whether topic `id` is a room.
+    pub fn is_room(&self, id: u32) -> bool {
+        self.topics
+            .get(id as usize)
+            .is_some_and(|t| t.name.starts_with("room:"))
+    }
+
+    /// Rooms with a subscriber on this shard.
+    pub fn room_count(&self) -> usize {
+        self.ids.keys().filter(|k| k.starts_with("room:")).count()
     }
 }
 
@@ -111,8 +118,9 @@ mod tests {
         r.subscribe("room:x", &a);
         let s = r.subscribe("room:y", &a);
         r.subscribe("all", &a);
-        assert_eq!(r.count_with_prefix("room:"), 2);
+        assert_eq!(r.room_count(), 2);
+        assert!(r.is_room(s.topic));
         r.unsubscribe(s);
-        assert_eq!(r.count_with_prefix("room:"), 1);
+        assert_eq!(r.room_count(), 1);
     }
 }

@@ -250,6 +250,7 @@ async fn sweep(shard: Rc<Shard>) {
         let now = shard.started.elapsed().as_secs() as u32;
         shard.clock.set(now);
         // Ticking only writes and wakes; it never re-enters the slab.
+        shard.counters().set_rooms(shard.registry.borrow().room_count());
         let expiry = crate::conn::Expiry {
             now: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -18,6 +18,8 @@ pub struct ShardCounters {
     deliveries: AtomicU64,
     /// Connections closed with 1008 "slow consumer".
     slow_consumers: AtomicU64,
+    /// Rooms with a subscriber on this shard (set by the shard's sweeper).
+    rooms: AtomicU64,
     /// Requests refused, by `metrics::REJECT_REASONS` index.
     rejected: Box<[AtomicU64]>,
     /// Latency histograms.
@@ -68,6 +70,11 @@ impl ShardCounters {
         self.rejected[reason].load(Relaxed)
     }
 
+    /// Sets this shard's live room count.
+    pub fn set_rooms(&self, rooms: usize) {
+        self.rooms.store(rooms as u64, Relaxed);
+    }
+
     /// One dispatch round: once per round, never per delivery.
     pub fn delivered(&self, events: u64, done: crate::dispatch::Delivered) {
         self.events.fetch_add(events, Relaxed);
@@ -95,6 +102,7 @@ struct ShardStats {
     events: u64,
     deliveries: u64,
     slow_consumers: u64,
+    rooms: u64,
 }
 
 #[derive(Serialize)]
@@ -122,6 +130,7 @@ impl Board {
                 events: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
+                rooms: AtomicU64::new(0),
                 rejected: crate::metrics::REJECT_REASONS
                     .iter()
                     .map(|_| AtomicU64::new(0))
@@ -208,7 +217,8 @@ impl Board {
         let stats = Stats {
             total: self.total(),
             by_type,
-            rooms: 0,
+            // A room with members on two shards counts once per shard.
+            rooms: self.shards.iter().map(|s| s.rooms.load(Relaxed)).sum(),
             shards: self
                 .shards
                 .iter()
@@ -219,6 +229,7 @@ impl Board {
                     events: s.events.load(Relaxed),
                     deliveries: s.deliveries.load(Relaxed),
                     slow_consumers: s.slow_consumers.load(Relaxed),
+                    rooms: s.rooms.load(Relaxed),
                 })
                 .collect(),
         };
@@ -250,7 +261,7 @@ mod tests {
         board.shard(1).closed(None);
         assert_eq!(
             board.stats_json(),
-            r#"{"total":2,"by_type":{"shop":0,"user":2},"rooms":0,"shards":[{"shard":0,"connections":1,"events":0,"deliveries":0,"slow_consumers":0},{"shard":1,"connections":1,"events":0,"deliveries":0,"slow_consumers":0}]}"#
+            r#"{"total":2,"by_type":{"shop":0,"user":2},"rooms":0,"shards":[{"shard":0,"connections":1,"events":0,"deliveries":0,"slow_consumers":0,"rooms":0},{"shard":1,"connections":1,"events":0,"deliveries":0,"slow_consumers":0,"rooms":0}]}"#
         );
     }
 }

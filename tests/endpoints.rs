@@ -21,7 +21,7 @@ fn stats_are_zero_without_clients() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        r#"{"total":0,"by_type":{"admin":0,"esp32cam":0,"pico":0,"shop":0,"user":0},"rooms":0,"shards":[{"shard":0,"connections":0,"events":0,"deliveries":0,"slow_consumers":0},{"shard":1,"connections":0,"events":0,"deliveries":0,"slow_consumers":0}]}"#
+        r#"{"total":0,"by_type":{"admin":0,"esp32cam":0,"pico":0,"shop":0,"user":0},"rooms":0,"shards":[{"shard":0,"connections":0,"events":0,"deliveries":0,"slow_consumers":0,"rooms":0},{"shard":1,"connections":0,"events":0,"deliveries":0,"slow_consumers":0,"rooms":0}]}"#
     );
 }
 

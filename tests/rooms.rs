@@ -61,3 +61,26 @@ fn unsubscribed_clients_stop_hearing_the_room() {
     alice.expect(r#""event":"marker""#);
     assert!(!alice.messages.iter().any(|m| m.contains("after.leaving")));
 }
+
+#[test]
+fn rooms_per_connection_are_capped_and_counted() {
+    let server = Server::start(&["--max-rooms-per-connection", "2"]);
+    let mut c = client(&server, "greedy", &["*"], &[]);
+    for room in ["r1", "r2"] {
+        c.say(&format!(r#"{{"type":"subscribe","room":"{room}"}}"#));
+        c.expect(&format!(r#"{{"type":"subscribed","room":"{room}"}}"#));
+    }
+    c.say(r#"{"type":"subscribe","room":"r3"}"#);
+    c.expect(r#""code":"too_many_rooms""#);
+    // Leaving one makes room again.
+    c.say(r#"{"type":"unsubscribe","room":"r1"}"#);
+    c.expect(r#""unsubscribed""#);
+    c.say(r#"{"type":"subscribe","room":"r3"}"#);
+    c.expect(r#"{"type":"subscribed","room":"r3"}"#);
+    // /ws/stats counts live rooms (updated by each shard's sweeper).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let seen = poll_until(deadline, || {
+        server.get("/ws/stats").1.contains(r#""rooms":2,"#).then_some(())
+    });
+    assert!(seen.is_some(), "{}", server.get("/ws/stats").1);
+}
