@@ -87,7 +87,7 @@ pub struct ServeArgs {
     /// Most bytes queued for one connection before its slow-consumer policy applies.
     #[arg(long, env = "SHARDCAST_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: Option<usize>,
-    /// Most WebSocket connections in total (0: only the file limit); over it: 503.
+    /// Most WebSocket connections in total (0: the open-file limit less 128); over it: 503.
     #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS")]
     pub max_connections: Option<u64>,
     /// Most connections of one client type (0: no limit); over it: 503.
@@ -216,6 +216,9 @@ pub struct Config {
     pub max_rooms_per_connection: usize,
     /// 0 means no limit (for the three connection limits).
     pub max_connections: u64,
+    /// `max_connections` was not configured and comes from the open-file
+    /// limit (set at start-up).
+    pub max_connections_from_nofile: bool,
     pub max_connections_per_type: u64,
     pub max_connections_per_user: u32,
     pub heartbeat_interval: Duration,
@@ -348,6 +351,7 @@ impl Config {
             max_batch_events: at_least("max_batch_events", pick!(max_batch_events).unwrap_or(1000), 1)?,
             max_rooms_per_connection: pick!(max_rooms_per_connection).unwrap_or(64),
             max_connections: pick!(max_connections).unwrap_or(0),
+            max_connections_from_nofile: false,
             max_connections_per_type: pick!(max_connections_per_type).unwrap_or(0),
             max_connections_per_user: pick!(max_connections_per_user).unwrap_or(0),
             heartbeat_interval: duration("heartbeat_interval", pick!(heartbeat_interval), "25s")?,

@@ -202,6 +202,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port) -> 
             (reply, after())
         }
         Endpoint::Echo => accept_upgrade(shard, &request, || {
+            check_limits(shard, None, None)?;
             Ok(Upgrade {
                 role: Role::Echo,
                 client_type: None,
@@ -218,7 +219,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port) -> 
                 return Err(AuthError::Forbidden(format!("client type '{name}'")).into());
             }
             let is_device = shard.config.device_types.iter().any(|t| t == name);
-            check_limits(shard, Some(client_type), &claims.sub)?;
+            check_limits(shard, Some(client_type), Some(&claims.sub))?;
             Ok(Upgrade {
                 role: if is_device { Role::Device } else { Role::Client },
                 client_type: Some(client_type),
@@ -237,7 +238,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port) -> 
             if claims.sub != user_id {
                 return Err(AuthError::Forbidden(format!("user '{user_id}'")).into());
             }
-            check_limits(shard, None, &claims.sub)?;
+            check_limits(shard, None, Some(&claims.sub))?;
             Ok(Upgrade {
                 role: Role::Client,
                 client_type: None,
@@ -262,7 +263,7 @@ async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port) -> 
                 None => return Err(AuthError::Forbidden("watching all devices".into()).into()),
                 Some(id) => return Err(AuthError::Forbidden(format!("watching device '{id}'")).into()),
             };
-            check_limits(shard, None, &claims.sub)?;
+            check_limits(shard, None, Some(&claims.sub))?;
             Ok(Upgrade {
                 role: Role::Monitor,
                 client_type: None,
@@ -295,15 +296,11 @@ impl From<AuthError> for Refusal {
 /// Seconds a client refused for a full server should wait.
 const RETRY_AFTER: &str = "5";
 
-/// Checks the total, per-type and per-user limits; takes a user slot.
-fn check_limits(shard: &Shard, client_type: Option<u16>, user: &str) -> Result<(), Refusal> {
+/// Checks the total, per-type and per-user limits. On success the
+/// connection is admitted (and holds a user slot when it has a user) until
+/// [`release`] or its close.
+fn check_limits(shard: &Shard, client_type: Option<u16>, user: Option<&str>) -> Result<(), Refusal> {
     let c = &shard.config;
-    if c.max_connections > 0 && shard.board.total() >= c.max_connections {
-        return Err(Refusal::Full(format!(
-            "connection limit ({}) reached",
-            c.max_connections
-        )));
-    }
     if let Some(t) = client_type.filter(|_| c.max_connections_per_type > 0) {
         if shard.board.of_type(t) >= c.max_connections_per_type {
             let name = &c.client_types[t as usize];
@@ -313,17 +310,32 @@ fn check_limits(shard: &Shard, client_type: Option<u16>, user: &str) -> Result<(
             )));
         }
     }
-    if c.max_connections_per_user > 0 && !shard.board.take_user_slot(user, c.max_connections_per_user) {
+    if !shard.board.try_admit(c.max_connections) {
         return Err(Refusal::Full(format!(
-            "connection limit per user ({}) reached",
-            c.max_connections_per_user
+            "connection limit ({}{}) reached",
+            c.max_connections,
+            if c.max_connections_from_nofile {
+                ", set by the server's open-file limit"
+            } else {
+                ""
+            }
         )));
+    }
+    if let Some(user) = user.filter(|_| c.max_connections_per_user > 0) {
+        if !shard.board.take_user_slot(user, c.max_connections_per_user) {
+            shard.board.leave();
+            return Err(Refusal::Full(format!(
+                "connection limit per user ({}) reached",
+                c.max_connections_per_user
+            )));
+        }
     }
     Ok(())
 }
 
 /// Gives back the user slot of an upgrade that did not happen.
 fn release(shard: &Shard, up: &Upgrade) {
+    shard.board.leave();
     if let (Some(claims), true) = (&up.claims, shard.config.max_connections_per_user > 0) {
         shard.board.release_user_slot(&claims.sub);
     }

@@ -5,6 +5,10 @@
 /// io_uring instances, stdio, eventfds and the odd log or config file.
 const RESERVED_FDS: u64 = 64;
 
+/// Descriptors kept free for HTTP requests (publishers, probes) and for
+/// answering 503 to handshakes past the connection limit.
+const SPARE_FDS: u64 = 64;
+
 /// The limits in force after [`raise`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -18,6 +22,12 @@ impl Limits {
     /// Client connections this process can hold: one descriptor each.
     pub fn connection_capacity(&self) -> u64 {
         self.nofile.saturating_sub(RESERVED_FDS)
+    }
+
+    /// The default `max_connections`: the capacity less the spare
+    /// descriptors, so clients past it get a 503 rather than a hang.
+    pub fn connection_limit(&self) -> u64 {
+        self.connection_capacity().saturating_sub(SPARE_FDS).max(1)
     }
 }
 

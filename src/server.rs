@@ -38,8 +38,14 @@ const IO_MEMORY: usize = 64 * 1024;
 const BROADCAST_CAPACITY: usize = 4096;
 
 /// Runs the server until it has drained after a signal.
-pub fn run(config: Config) -> Result<(), ServerError> {
+pub fn run(mut config: Config) -> Result<(), ServerError> {
     let limits = limits::raise();
+    if config.max_connections == 0 {
+        // Past the file limit accept() fails and clients hang in the
+        // backlog; below it, the server can still answer them 503.
+        config.max_connections = limits.connection_limit();
+        config.max_connections_from_nofile = true;
+    }
     let (fds, addr) =
         sockets::bind_listeners(config.listen, config.shards, config.backlog).map_err(|source| {
             ServerError::Bind {
@@ -99,6 +105,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         nofile = limits.nofile,
         memlock = limits.memlock,
         connection_capacity = limits.connection_capacity(),
+        max_connections = config.max_connections,
         "listening"
     );
     announce(&config, addr, admin_addr);

@@ -144,6 +144,7 @@ impl Shard {
         drop(registry);
         if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {
             self.board.shard(self.id).closed(conn.client_type());
+            self.board.leave();
             tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
         }
     }

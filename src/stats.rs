@@ -91,6 +91,10 @@ pub struct Board {
     /// Connections per user (token `sub`), kept only when a per-user limit is
     /// configured. Touched once per connect and close, never per delivery.
     users: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// WebSocket connections admitted (from the limit check to the close),
+    /// so concurrent handshakes on every shard cannot overshoot
+    /// `max_connections`. Touched once per connect and close.
+    admitted: AtomicU64,
     client_types: Vec<String>,
     started: Instant,
 }
@@ -140,6 +144,7 @@ impl Board {
             .collect();
         Board {
             shards,
+            admitted: AtomicU64::new(0),
             users: std::sync::Mutex::new(std::collections::HashMap::new()),
             client_types,
             started: Instant::now(),
@@ -173,6 +178,20 @@ impl Board {
             .iter()
             .map(|s| s.by_type.get(index as usize).map_or(0, |c| c.load(Relaxed)))
             .sum()
+    }
+
+    /// Admits one more connection unless `max` (0: no limit) are admitted.
+    pub fn try_admit(&self, max: u64) -> bool {
+        self.admitted
+            .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back an admission taken with [`Board::try_admit`].
+    pub fn leave(&self) {
+        let _ = self
+            .admitted
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
     /// Takes one of `user`'s `max` connection slots; false when all are taken.

@@ -1,197 +1,339 @@
-//! Subscriber connections: one glommio executor per worker thread, one task
-//! per connection (handshake, then read frames and time every delivery).
+//! One measured WebSocket connection: connect from the next source address,
+//! upgrade, then read frames and time every delivery (or, in a connect
+//! storm, only the handshake). Runs as a glommio task in a worker process.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use serde::{Deserialize, Serialize};
 
 use crate::payload;
 use crate::stats::{SeqTracker, WorkerStats};
 
-/// What every subscriber of a run connects to and expects.
+/// What a worker process's connections connect to and expect.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub target: SocketAddr,
-    /// Request path with query (token), e.g. `/ws/user?token=…`.
+    /// Path and query of connections below `single_from`, e.g. `/ws/user?token=…`.
     pub path: String,
+    /// Path of connections from `single_from` on; `{device}` is replaced by
+    /// the device index `i % sources`.
+    pub single_path: String,
+    pub single_from: usize,
     pub source_ips: Vec<Ipv4Addr>,
-    /// Events each connection should receive.
+    /// Events published in total.
     pub events: u64,
+    /// Senders the events are spread over (event `i` comes from `i % sources`).
+    pub sources: u64,
+    /// Events below this sequence number are the warm-up (not timed).
+    pub warmup: u64,
+    /// Only connect (a connect storm): no deliveries expected.
+    pub storm: bool,
     /// Handshakes in flight per worker.
     pub connect_concurrency: usize,
+    /// New connections per second for this worker, if bounded.
+    pub connect_rate: Option<f64>,
+    pub handshake_timeout_ms: u64,
+    /// Messages timed before this (ns since the epoch) are from an earlier
+    /// run (a device's last known status) and are ignored.
+    pub not_before_ns: u64,
+    /// Global index of this worker's first connection, and how many it holds.
+    pub first: usize,
+    pub count: usize,
 }
 
-/// Counters the main thread watches while workers run.
+impl Plan {
+    fn path_of(&self, index: usize) -> String {
+        if index < self.single_from {
+            self.path.clone()
+        } else {
+            self.single_path
+                .replace("{device}", &(index as u64 % self.sources.max(1)).to_string())
+        }
+    }
+
+    /// Events connection `index` should receive.
+    pub fn expected(&self, index: usize) -> u64 {
+        if self.storm {
+            0
+        } else if index < self.single_from {
+            self.events
+        } else {
+            let (d, n) = (index as u64 % self.sources.max(1), self.sources.max(1));
+            self.events / n + u64::from(d < self.events % n)
+        }
+    }
+}
+
+/// Live counters of one worker, read by its progress task.
 #[derive(Default)]
-pub struct Progress {
-    pub connected: AtomicUsize,
-    pub finished: AtomicUsize,
-    pub failed: AtomicUsize,
-    pub stop: AtomicBool,
+pub struct Live {
+    pub connected: std::cell::Cell<u64>,
+    pub failed: std::cell::Cell<u64>,
+    pub finished: std::cell::Cell<u64>,
 }
 
-/// Runs `conns` subscribers (global indices from `first`) to completion or
-/// until `progress.stop`; returns what they saw.
-pub async fn run_worker(first: usize, conns: usize, plan: Arc<Plan>, progress: Arc<Progress>) -> WorkerStats {
-    let stats = Rc::new(RefCell::new(WorkerStats::new(plan.events as usize)));
-    let gate = Rc::new(glommio::sync::Semaphore::new(plan.connect_concurrency as u64));
-    let mut tasks = Vec::with_capacity(conns);
-    for i in first..first + conns {
-        let (plan, progress, stats, gate) = (plan.clone(), progress.clone(), stats.clone(), gate.clone());
-        tasks.push(glommio::spawn_local(async move {
-            let ok = subscriber(i, &plan, &progress, &stats, &gate).await;
-            if !ok {
-                stats.borrow_mut().connect_errors += 1;
-                progress.failed.fetch_add(1, Relaxed);
-            }
-        }));
-    }
-    for task in tasks {
-        task.await;
-    }
-    Rc::try_unwrap(stats)
-        .map(RefCell::into_inner)
-        .unwrap_or_else(|rc| rc.borrow().clone())
-}
-
-/// One subscriber. Returns false if it never got connected.
-async fn subscriber(
+/// One connection, from connect to stop. Records everything into `stats`.
+pub async fn run(
     index: usize,
     plan: &Plan,
-    progress: &Progress,
+    stop: &AtomicBool,
+    live: &Live,
     stats: &RefCell<WorkerStats>,
     gate: &glommio::sync::Semaphore,
-) -> bool {
+) {
     let permit = gate.acquire_permit(1).await;
-    let stream = match connect(index, plan).await {
+    let start = payload::now_ns();
+    let (stream, leftover) = match connect(index, plan).await {
         Ok(s) => s,
-        Err(_) => return false,
+        Err(reason) => {
+            stats.borrow_mut().failed(reason);
+            live.failed.set(live.failed.get() + 1);
+            return;
+        }
     };
     drop(permit);
-    progress.connected.fetch_add(1, Relaxed);
+    stats.borrow_mut().connected(start, payload::now_ns());
+    live.connected.set(live.connected.get() + 1);
+    let expected = plan.expected(index);
+    stats.borrow_mut().expected += expected;
     let mut reader = Reader {
         stream,
-        buf: Vec::with_capacity(4096),
+        buf: leftover,
         seqs: SeqTracker::default(),
-        received: 0,
+        closed: None,
+        finished: expected == 0,
     };
-    let complete = reader.read_all(plan, progress, stats).await;
-    if !complete && !progress.stop.load(Relaxed) {
-        stats.borrow_mut().unexpected_closes += 1;
+    if reader.finished {
+        live.finished.set(live.finished.get() + 1);
     }
-    let missing = reader.seqs.missing(plan.events);
-    stats.borrow_mut().gaps += missing.min(plan.events);
-    progress.finished.fetch_add(1, Relaxed);
-    true
+    reader.read_until_stop(plan, expected, stop, live, stats).await;
+    let mut s = stats.borrow_mut();
+    s.gaps += expected.saturating_sub(reader.seqs.seen());
+    if let Some(reason) = reader.closed {
+        s.closed_early(reason);
+    }
 }
 
 /// Connects from the next source address and completes the handshake.
-async fn connect(index: usize, plan: &Plan) -> io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    if !plan.source_ips.is_empty() {
-        let ip = plan.source_ips[index % plan.source_ips.len()];
-        socket.bind(&SocketAddr::V4(SocketAddrV4::new(ip, 0)).into())?;
+/// Returns the stream and any bytes read past the response head; the
+/// error is a one-line reason for the report.
+async fn connect(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), String> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    let source = plan.source_ips.get(index % plan.source_ips.len().max(1)).copied();
+    if let Some(ip) = source {
+        socket
+            .bind(&SocketAddr::V4(SocketAddrV4::new(ip, 0)).into())
+            .map_err(|e| format!("bind {ip}: {e} (out of ports on this source address? add --source-ips)"))?;
     }
-    // A blocking connect on loopback completes in microseconds; the stream
-    // is non-blocking from here on.
-    socket.connect(&plan.target.into())?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    // SAFETY: a connected socket we own, handed to glommio once.
+    socket.set_nonblocking(true).map_err(|e| format!("socket: {e}"))?;
+    match socket.connect(&plan.target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(connect_error(&e)),
+    }
+    socket.set_tcp_nodelay(true).ok();
+    // SAFETY: a socket we own, handed to glommio once; its first write
+    // waits for the connect to complete.
     let mut stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let timeout = Duration::from_millis(plan.handshake_timeout_ms);
+    stream.set_write_timeout(Some(timeout)).ok();
+    stream.set_read_timeout(Some(timeout)).ok();
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        plan.path, plan.target
+        plan.path_of(index),
+        plan.target
     );
-    stream.write_all(request.as_bytes()).await?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 || head.len() > 8192 {
-            return Err(io::Error::other("handshake failed"));
+    let timed_out = |e: &io::Error| {
+        if e.kind() == io::ErrorKind::TimedOut {
+            format!(
+                "no answer within {} ms (server backlog full or out of file descriptors?)",
+                plan.handshake_timeout_ms
+            )
+        } else {
+            connect_error(e)
         }
-        head.push(byte[0]);
+    };
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| timed_out(&e))?;
+    let mut buf = vec![0u8; 2048];
+    let mut len = 0;
+    let head_end = loop {
+        if let Some(at) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if len == buf.len() {
+            return Err("response head over 2 KiB".into());
+        }
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) => return Err("closed during the handshake".into()),
+            Ok(n) => len += n,
+            Err(e) => return Err(timed_out(&e)),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status = head.lines().next().unwrap_or("").trim().to_string();
+    if !status.starts_with("HTTP/1.1 101") {
+        return Err(refusal(&mut stream, &status, &head, buf[head_end..len].to_vec()).await);
     }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(io::Error::other(
-            String::from_utf8_lossy(&head)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-        ));
-    }
+    let leftover = buf[head_end..len].to_vec();
     stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
-    Ok(stream)
+    Ok((stream, leftover))
+}
+
+/// "HTTP 503 Service Unavailable: {body}" for a refused upgrade.
+async fn refusal(stream: &mut TcpStream, status: &str, head: &str, mut body: Vec<u8>) -> String {
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0)
+        .min(1024);
+    let mut chunk = [0u8; 1024];
+    while body.len() < length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let status = status.trim_start_matches("HTTP/1.1 ");
+    let body = String::from_utf8_lossy(&body);
+    format!("HTTP {status}: {}", body.trim())
+}
+
+fn connect_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => "connection refused (nothing listening on the target?)".into(),
+        Some(libc::EADDRNOTAVAIL) => "connect: no free port on this source address (add --source-ips)".into(),
+        Some(libc::ECONNRESET) => "connection reset during the handshake".into(),
+        _ => format!("connect: {e}"),
+    }
 }
 
 struct Reader {
     stream: TcpStream,
     buf: Vec<u8>,
     seqs: SeqTracker,
-    received: u64,
+    /// Why the server ended the connection, if it did before the stop.
+    closed: Option<String>,
+    finished: bool,
 }
 
 impl Reader {
-    /// Reads until every expected event arrived (true), or close/stop (false).
-    async fn read_all(&mut self, plan: &Plan, progress: &Progress, stats: &RefCell<WorkerStats>) -> bool {
+    /// Reads, answering pings, until the stop flag, a close or an error.
+    async fn read_until_stop(
+        &mut self,
+        plan: &Plan,
+        expected: u64,
+        stop: &AtomicBool,
+        live: &Live,
+        stats: &RefCell<WorkerStats>,
+    ) {
         let mut chunk = vec![0u8; 16 * 1024];
         loop {
-            if self.received >= plan.events {
-                return true;
-            }
-            if progress.stop.load(Relaxed) {
-                return false;
-            }
-            match self.stream.read(&mut chunk).await {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    if !self.parse(stats) {
-                        return false;
+            if !self.buf.is_empty() {
+                let pongs = self.parse(plan, stats);
+                if !self.finished && self.seqs.seen() >= expected {
+                    self.finished = true;
+                    live.finished.set(live.finished.get() + 1);
+                }
+                for pong in pongs {
+                    if self.stream.write_all(&pong).await.is_err() {
+                        self.closed.get_or_insert_with(|| "write failed".into());
                     }
                 }
+                if self.closed.is_some() {
+                    return;
+                }
+            }
+            if stop.load(Relaxed) {
+                return;
+            }
+            match self.stream.read(&mut chunk).await {
+                Ok(0) => {
+                    self.closed = Some("connection closed without a close frame".into());
+                    return;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return false,
+                Err(e) => {
+                    self.closed = Some(format!("read: {e}"));
+                    return;
+                }
             }
         }
     }
 
-    /// Handles whole frames in `buf`; false on a close frame.
-    fn parse(&mut self, stats: &RefCell<WorkerStats>) -> bool {
+    /// Handles whole frames in `buf`; returns the pongs to send.
+    fn parse(&mut self, plan: &Plan, stats: &RefCell<WorkerStats>) -> Vec<Vec<u8>> {
         let now = payload::now_ns();
         let mut pos = 0;
-        let mut open = true;
+        let mut pongs = Vec::new();
+        let sources = plan.sources.max(1);
         while let Some((opcode, start, end)) = frame_at(&self.buf[pos..]) {
-            let payload = &self.buf[pos + start..pos + end];
+            let body = &self.buf[pos + start..pos + end];
             match opcode {
                 0x1 => {
-                    if let Some((seq, ts)) = payload::decode(payload) {
+                    if let Some((seq, ts)) = payload::decode(body).filter(|(_, ts)| *ts >= plan.not_before_ns)
+                    {
                         let mut s = stats.borrow_mut();
-                        let (gaps, dups) = self.seqs.see(seq);
-                        s.gaps += gaps;
+                        let (_, dups) = self.seqs.see((seq % sources) as usize, seq / sources);
                         s.duplicates += dups;
-                        s.record(seq, ts, now);
-                        self.received += 1;
+                        if dups == 0 {
+                            s.record(seq, ts, now, seq < plan.warmup);
+                        }
                     }
                 }
-                0x8 => open = false,
+                0x8 => {
+                    let code = (body.len() >= 2).then(|| u16::from_be_bytes([body[0], body[1]]));
+                    let reason = String::from_utf8_lossy(body.get(2..).unwrap_or_default());
+                    self.closed = Some(match code {
+                        Some(code) => format!("close {code} {reason}").trim_end().to_string(),
+                        None => "close without a code".into(),
+                    });
+                }
+                0x9 => pongs.push(masked(0xA, body)),
                 _ => {}
             }
             pos += end;
         }
         self.buf.drain(..pos);
-        open
+        pongs
     }
+}
+
+/// A client frame (FIN, `opcode`) with a zero mask key: masked as RFC 6455
+/// requires, with the payload unchanged.
+pub fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+    out
 }
 
 /// (opcode, payload start, payload end) of an unmasked frame at the start of `buf`.
@@ -206,4 +348,47 @@ pub fn frame_at(buf: &[u8]) -> Option<(u8, usize, usize)> {
         n => (n as usize, 2),
     };
     (buf.len() >= start + len).then_some((buf[0] & 0x0f, start, start + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_frames_have_the_mask_bit_and_a_zero_key() {
+        let f = masked(0x1, b"hi");
+        assert_eq!(f, vec![0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
+        let long = masked(0xA, &[7u8; 300]);
+        assert_eq!(&long[..4], &[0x8A, 0x80 | 126, 1, 44]);
+        assert_eq!(long.len(), 4 + 4 + 300);
+    }
+
+    #[test]
+    fn single_device_monitors_expect_their_device_share() {
+        let plan = Plan {
+            target: "127.0.0.1:1".parse().unwrap(),
+            path: "/all".into(),
+            single_path: "/ws/devices/d{device}".into(),
+            single_from: 2,
+            source_ips: vec![],
+            events: 10,
+            sources: 4,
+            warmup: 0,
+            storm: false,
+            connect_concurrency: 1,
+            connect_rate: None,
+            handshake_timeout_ms: 1000,
+            not_before_ns: 0,
+            first: 0,
+            count: 8,
+        };
+        assert_eq!(plan.expected(0), 10);
+        assert_eq!(plan.path_of(1), "/all");
+        // Events 0..10 from 4 devices: devices 0 and 1 send 3, 2 and 3 send 2.
+        assert_eq!(plan.path_of(5), "/ws/devices/d1");
+        assert_eq!(plan.expected(5), 3);
+        assert_eq!(plan.expected(6), 2);
+        let total: u64 = (0..4).map(|d| plan.expected(4 + d)).sum();
+        assert_eq!(total, 10);
+    }
 }

@@ -23,6 +23,19 @@ pub fn data(seq: u64, ts_ns: u64, payload_bytes: usize) -> String {
     )
 }
 
+/// The WebSocket text message a device sends to report status change
+/// `seq`, scheduled at `ts_ns`; the timing rides in `result`, which the
+/// server passes through to monitors.
+pub fn device_status(seq: u64, ts_ns: u64, payload_bytes: usize) -> String {
+    // Monitors see ~190 bytes of fixed fields around `result`.
+    let pad = payload_bytes.saturating_sub(190 + 40);
+    let status = ["success", "fail", "error"][(seq % 3) as usize];
+    format!(
+        r#"{{"type":"status","status":"{status}","mac_address":"02:00:00:00:00:01","serial_number":"LG-1","result":{{"seq":{seq},"ts":{ts_ns},"pad":"{}"}}}}"#,
+        "x".repeat(pad)
+    )
+}
+
 /// `(seq, ts_ns)` from a received envelope, if it carries them.
 pub fn decode(message: &[u8]) -> Option<(u64, u64)> {
     Some((

@@ -1,10 +1,13 @@
-//! The final report: a latency table on stdout and every figure as JSON.
+//! The final report: a table on stdout, every figure as JSON, the latency
+//! distribution as HdrHistogram text (.hgrm) and as an SVG plot.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::stats::WorkerStats;
+use crate::stats::{self, WorkerStats};
 
 /// Every figure of a run.
 #[derive(Serialize)]
@@ -13,22 +16,35 @@ pub struct Report {
     pub scenario: String,
     pub conns: usize,
     pub connected: usize,
+    pub devices: Option<u64>,
     pub events: u64,
+    /// Events excluded from the latency figures (still checked for loss).
+    pub warmup_events: u64,
     pub payload_bytes: usize,
-    /// Publish requests the server accepted (2xx).
+    /// Events the server accepted (publish 2xx, or device statuses sent).
     pub published: u64,
     pub expected_deliveries: u64,
     pub deliveries: u64,
+    /// Deliveries a connected connection never received.
     pub lost: u64,
     pub duplicates: u64,
+    /// Connections that never got connected, and why (count by reason).
     pub connect_errors: u64,
+    pub refusals: BTreeMap<String, u64>,
+    /// Connections the server ended before the run did, and why.
     pub unexpected_closes: u64,
+    pub closes: BTreeMap<String, u64>,
     pub publish_errors: Option<String>,
     /// Deliveries per second between the first scheduled send and the last receive.
     pub deliveries_per_sec: f64,
+    /// Scheduled send → receive, every delivery after the warm-up.
     pub latency_us: Percentiles,
     /// Per event: time until its last recipient got it.
     pub event_completion_us: Percentiles,
+    /// Socket creation → `101 Switching Protocols`.
+    pub handshake_us: Percentiles,
+    /// Completed handshakes per second, first to last.
+    pub handshakes_per_sec: f64,
     /// Server CPU time (user + system) per delivery, when the server's pid is known.
     pub server_cpu_us_per_delivery: Option<f64>,
     pub server_rss_kib: Option<u64>,
@@ -37,7 +53,7 @@ pub struct Report {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, Clone, Copy)]
 pub struct Percentiles {
     pub min: f64,
     pub mean: f64,
@@ -50,7 +66,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
@@ -68,16 +84,16 @@ impl Percentiles {
     }
 }
 
-/// Per-event completion times as a histogram (ns since each event's send).
-pub fn completion(stats: &WorkerStats, start_ns: u64, rate: Option<f64>) -> hdrhistogram::Histogram<u64> {
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, crate::stats::MAX_LATENCY_NS, 3)
-        .expect("valid histogram bounds");
-    for (seq, &last) in stats.last_receive.iter().enumerate() {
+/// Per-event completion times after the warm-up, as a histogram (ns from
+/// each event's scheduled send to its last recipient's receipt).
+pub fn completion(stats: &WorkerStats, start_ns: u64, rate: Option<f64>, warmup: u64) -> Histogram<u64> {
+    let mut h = stats::histogram();
+    for (seq, &last) in stats.last_receive.iter().enumerate().skip(warmup as usize) {
         if last == 0 {
             continue;
         }
         let sent = start_ns + rate.map_or(0, |r| (seq as f64 / r * 1e9) as u64);
-        let _ = h.record(last.saturating_sub(sent).clamp(1, crate::stats::MAX_LATENCY_NS));
+        let _ = h.record(last.saturating_sub(sent).clamp(1, stats::MAX_LATENCY_NS));
     }
     h
 }
@@ -86,36 +102,54 @@ impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let devices = self.devices.map(|d| format!("  devices {d}")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "scenario {}  conns {}/{}  events {}  payload {} B",
-            self.scenario, self.connected, self.conns, self.events, self.payload_bytes
+            "scenario {}  conns {}/{}{devices}  events {} (warm-up {})  payload {} B",
+            self.scenario, self.connected, self.conns, self.events, self.warmup_events, self.payload_bytes
         );
+        if self.scenario != "connect-storm" {
+            let _ = writeln!(
+                out,
+                "published {}/{}  deliveries {}/{}  lost {}  duplicates {}  unexpected closes {}",
+                self.published,
+                self.events,
+                self.deliveries,
+                self.expected_deliveries,
+                self.lost,
+                self.duplicates,
+                self.unexpected_closes
+            );
+            let _ = writeln!(out, "deliveries/s {:.0}", self.deliveries_per_sec);
+        }
         let _ = writeln!(
             out,
-            "published {}/{}  deliveries {}/{}  lost {}  duplicates {}  connect errors {}  unexpected closes {}",
-            self.published,
-            self.events,
-            self.deliveries,
-            self.expected_deliveries,
-            self.lost,
-            self.duplicates,
-            self.connect_errors,
-            self.unexpected_closes
+            "handshakes/s {:.0}  refused or failed {}",
+            self.handshakes_per_sec, self.connect_errors
         );
-        let _ = writeln!(out, "deliveries/s {:.0}", self.deliveries_per_sec);
+        for (reason, n) in &self.refusals {
+            let _ = writeln!(out, "  refused {n}× {reason}");
+        }
+        for (reason, n) in &self.closes {
+            let _ = writeln!(out, "  closed early {n}× {reason}");
+        }
         if let Some(cpu) = self.server_cpu_us_per_delivery {
             let _ = writeln!(out, "server CPU per delivery {cpu:.3} µs");
+        }
+        if let Some(rss) = self.server_rss_kib {
+            let _ = writeln!(out, "server RSS {rss} KiB");
         }
         let _ = writeln!(
             out,
             "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
             "latency (µs)", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
-        for (name, p) in [
-            ("send → receive", &self.latency_us),
-            ("event → last recipient", &self.event_completion_us),
-        ] {
+        let mut rows = vec![("handshake", &self.handshake_us)];
+        if self.scenario != "connect-storm" {
+            rows.insert(0, ("event → last recipient", &self.event_completion_us));
+            rows.insert(0, ("send → receive", &self.latency_us));
+        }
+        for (name, p) in rows {
             let _ = writeln!(
                 out,
                 "{name:<24}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}",
@@ -126,5 +160,181 @@ impl Report {
             let _ = writeln!(out, "publish error: {e}");
         }
         out
+    }
+}
+
+/// HdrHistogram's percentile distribution text (values in milliseconds),
+/// the format HdrHistogram plotters read.
+pub fn hgrm(h: &Histogram<u64>) -> String {
+    let ms = |ns: f64| ns / 1e6;
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    if !h.is_empty() {
+        let mut total = 0;
+        for v in h.iter_quantiles(1) {
+            total += v.count_since_last_iteration();
+            let q = v.quantile_iterated_to();
+            if q < 1.0 {
+                let _ = writeln!(
+                    out,
+                    "{:12.3} {:14.12} {:10} {:14.2}",
+                    ms(v.value_iterated_to() as f64),
+                    q,
+                    total,
+                    1.0 / (1.0 - q)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:12.3} {:14.12} {:10}",
+                    ms(v.value_iterated_to() as f64),
+                    q,
+                    total
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n#[Values are in milliseconds]",
+        ms(h.mean()),
+        ms(h.stdev()),
+        ms(h.max() as f64),
+        h.len()
+    );
+    out
+}
+
+/// A latency-by-percentile plot: x is the percentile on HdrHistogram's
+/// log scale (90%, 99%, 99.9%, … equally spaced), y the latency in ms.
+pub fn svg(h: &Histogram<u64>, title: &str) -> String {
+    let (w, ht, left, bottom, top, right) = (800.0, 480.0, 70.0, 50.0, 40.0, 20.0);
+    let (pw, ph) = (w - left - right, ht - top - bottom);
+    let nines = 5.0; // x axis: 0% .. 99.999%
+    let x_of = |q: f64| {
+        let n = if q >= 1.0 {
+            nines
+        } else {
+            (-(1.0 - q).log10()).min(nines)
+        };
+        left + n / nines * pw
+    };
+    let max_ms = (h.max() as f64 / 1e6).max(0.001);
+    let y_max = nice_ceiling(max_ms);
+    let y_of = |ms: f64| top + ph - ms / y_max * ph;
+    let mut points = String::new();
+    if !h.is_empty() {
+        for v in h.iter_quantiles(4) {
+            let _ = write!(
+                points,
+                "{:.1},{:.1} ",
+                x_of(v.quantile_iterated_to()),
+                y_of(v.value_iterated_to() as f64 / 1e6)
+            );
+        }
+    }
+    let mut out = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ht}" viewBox="0 0 {w} {ht}" font-family="sans-serif" font-size="12">
+<rect width="{w}" height="{ht}" fill="white"/>
+<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>
+"##,
+        w / 2.0,
+        escape(title)
+    );
+    for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+        .iter()
+        .enumerate()
+    {
+        let x = left + i as f64 / nines * pw;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            top + ph,
+            top + ph + 18.0
+        );
+    }
+    for i in 0..=5 {
+        let ms = y_max * i as f64 / 5.0;
+        let y = y_of(ms);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + pw,
+            left - 6.0,
+            y + 4.0,
+            trim_number(ms)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>
+<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">latency (ms)</text>
+<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/>
+</svg>"##,
+        left + pw / 2.0,
+        ht - 10.0,
+        top + ph / 2.0,
+        top + ph / 2.0,
+        points.trim_end()
+    );
+    out
+}
+
+/// 1, 2 or 5 times a power of ten, at or above `v`.
+fn nice_ceiling(v: f64) -> f64 {
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * p)
+}
+
+fn trim_number(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Histogram<u64> {
+        let mut h = stats::histogram();
+        for i in 1..=1000u64 {
+            h.record(i * 1_000_000).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn hgrm_has_cumulative_counts_and_the_plotters_header() {
+        let text = hgrm(&sample());
+        assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+        let rows: Vec<&str> = text.lines().skip(2).take_while(|l| !l.starts_with('#')).collect();
+        let counts: Vec<u64> = rows
+            .iter()
+            .map(|r| r.split_whitespace().nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative");
+        assert_eq!(*counts.last().unwrap(), 1000);
+        assert!(text.contains("Total count    =         1000"));
+        assert!(text.contains("#[Max     =     1000.",), "{text}");
+    }
+
+    #[test]
+    fn svg_plots_the_distribution() {
+        let s = svg(&sample(), "a <test>");
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("a &lt;test&gt;"));
+        assert!(s.contains("99.99%"));
+        let points = s.split("points=\"").nth(1).unwrap();
+        assert!(points.split_whitespace().count() > 10);
+        assert_eq!(nice_ceiling(0.7), 1.0);
+        assert_eq!(nice_ceiling(1001.0), 2000.0);
+        assert!(svg(&stats::histogram(), "empty").contains("</svg>"));
     }
 }

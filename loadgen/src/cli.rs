@@ -1,0 +1,144 @@
+//! loadgen's command line: the scenarios and their flags.
+
+use clap::{Parser, Subcommand};
+
+pub const DEV_JWT_SECRET: &str = "shardcast-dev-secret-NOT-FOR-PRODUCTION";
+pub const DEV_API_KEY: &str = "shardcast-dev-api-key";
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for shardcast: p99 delivery latency of mass fan-out"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// N user connections on /ws/user; a publisher POSTs product.approved
+    /// events to type:user.
+    ProductApproved(Args),
+    /// D device connections (/ws/pico) report status changes; N monitors on
+    /// /ws/devices/all and /ws/devices/{id} receive them.
+    DeviceStatus(Args),
+    /// Opens N connections as fast as the server accepts them: handshakes/s
+    /// and handshake-time percentiles.
+    ConnectStorm(Args),
+    /// Internal: one worker process, started by the others.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Which scenario a run is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ProductApproved,
+    DeviceStatus,
+    ConnectStorm,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::ProductApproved => "product-approved",
+            Kind::DeviceStatus => "device-status",
+            Kind::ConnectStorm => "connect-storm",
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Measured connections (subscribers, monitors, or storm connections).
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// Events (or status changes) to send in total.
+    #[arg(long, default_value_t = 100)]
+    pub events: u64,
+    /// Events per second, or `max` for a back-to-back burst.
+    #[arg(long, default_value = "10")]
+    pub rate: String,
+    /// Approximate size of each event as clients see it, bytes.
+    #[arg(long, default_value_t = 400)]
+    pub payload_bytes: usize,
+    /// First events excluded from the latency histogram (still checked for
+    /// loss); default 5% of --events.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// device-status: device connections sending the status changes.
+    #[arg(long, default_value_t = 100)]
+    pub devices: u64,
+    /// device-status: share of monitors watching one device (the rest watch
+    /// /ws/devices/all).
+    #[arg(long, default_value_t = 0.5)]
+    pub single_share: f64,
+    /// Server to test, e.g. http://127.0.0.1:8080 (or use --spawn).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Start a local `shardcast serve` on a free port and stop it afterwards.
+    #[arg(long)]
+    pub spawn: bool,
+    /// The shardcast binary for --spawn (default: next to this binary).
+    #[arg(long)]
+    pub server_bin: Option<String>,
+    /// Extra argument for the spawned server (repeat it), e.g.
+    /// `--server-arg=--max-connections=5000`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+    /// Shards for --spawn.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// For --spawn: pin the server's shards to CPUs (off by default: the
+    /// loadgen shares the machine's cores with the server).
+    #[arg(long)]
+    pub pin: bool,
+    /// Server process id, to report its CPU per delivery and RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Source addresses, round robin: `127.0.0.1-127.0.0.16`.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.9")]
+    pub source_ips: String,
+    /// Worker processes holding the connections (raised automatically so
+    /// none exceeds the open-file limit).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Handshakes in flight per worker.
+    #[arg(long, default_value_t = 128)]
+    pub connect_concurrency: usize,
+    /// New connections per second over all workers (default: as fast as
+    /// the server accepts).
+    #[arg(long)]
+    pub connect_rate: Option<f64>,
+    /// Give up on a handshake after this many milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// JWT secret for the tokens (default: shardcast's dev secret).
+    #[arg(long, default_value = DEV_JWT_SECRET)]
+    pub jwt_secret: String,
+    /// API key for publishing (default: shardcast's dev key).
+    #[arg(long, default_value = DEV_API_KEY)]
+    pub api_key: String,
+    /// product-approved: subscriber path.
+    #[arg(long, default_value = "/ws/user")]
+    pub path: String,
+    /// product-approved: topic to publish to.
+    #[arg(long, default_value = "type:user")]
+    pub topic: String,
+    /// Give up waiting for deliveries this long after the last send.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
+    /// The whole run ends after this many seconds, whatever its state.
+    #[arg(long, default_value_t = 900)]
+    pub max_secs: u64,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Write the latency distribution here (HdrHistogram .hgrm text).
+    #[arg(long)]
+    pub hgrm: Option<String>,
+    /// Write a latency-by-percentile plot here (SVG).
+    #[arg(long)]
+    pub svg: Option<String>,
+}

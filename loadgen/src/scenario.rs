@@ -1,0 +1,486 @@
+//! One run of a scenario, start to finish: check the limits, start the
+//! server (`--spawn`) and the worker processes, connect, send on schedule,
+//! drain, stop everything and build the report. Every phase has a
+//! deadline, so a run always ends by itself.
+
+use std::io::IsTerminal;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::cli::{Args, Kind, DEV_API_KEY, DEV_JWT_SECRET};
+use crate::client::Plan;
+use crate::fleet::{Fleet, View};
+use crate::report::{Percentiles, Report};
+use crate::stats::WorkerStats;
+use crate::{devices, limits, payload, publisher, server};
+
+/// How the senders did.
+struct SendOutcome {
+    accepted: u64,
+    error: Option<String>,
+    start_ns: u64,
+}
+
+/// Runs `kind` with `args`; an `Err` is a run that could not be made.
+/// Returns the report and the histogram to plot (delivery latency, or
+/// handshake time for a connect storm).
+pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> {
+    let started = Instant::now();
+    let hard_deadline = started + Duration::from_secs(args.max_secs);
+    let nofile = limits::raise_nofile();
+    let ips = parse_ips(&args.source_ips)?;
+    let device_count = if kind == Kind::DeviceStatus {
+        args.devices.max(1)
+    } else {
+        0
+    };
+    limits::check_sources(
+        args.conns + device_count as usize,
+        &ips,
+        limits::ephemeral_ports(),
+    )?;
+    let rate = parse_rate(&args.rate)?;
+    let spawned = if args.spawn {
+        let s = server::spawn(&server::SpawnPlan {
+            bin: args.server_bin.as_deref(),
+            jwt_secret: &args.jwt_secret,
+            api_key: &args.api_key,
+            dev_secret: args.jwt_secret == DEV_JWT_SECRET && args.api_key == DEV_API_KEY,
+            shards: args.shards,
+            pin: args.pin,
+            extra: &args.server_arg,
+        })?;
+        if args.conns + device_count as usize > limits::per_worker(nofile) {
+            eprintln!(
+                "loadgen: note: the spawned server holds at most about {} connections (its \
+                 open-file limit is {nofile}); connections past that are refused",
+                limits::per_worker(nofile)
+            );
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let (target, server_pid) = match &spawned {
+        Some(s) => (s.addr, Some(s.pid())),
+        None => (parse_target(args.target.as_deref())?, args.server_pid),
+    };
+    let plans = plans(kind, args, target, ips.clone(), device_count, nofile)?;
+    let conns = args.conns as u64;
+    let fleet = Fleet::start(&plans)?;
+    let mut line = Line::new(conns);
+
+    // Connect.
+    let connect_start = Instant::now();
+    let connect_deadline = (connect_start + Duration::from_secs(60 + conns / 500)).min(hard_deadline);
+    let view = line.wait(&fleet, "connecting", connect_deadline, |v| {
+        v.connected + v.failed >= conns
+    });
+    let connect_secs = connect_start.elapsed().as_secs_f64();
+    line.finish();
+    eprintln!(
+        "loadgen: {}/{conns} connected, {} refused or failed ({connect_secs:.1} s)",
+        view.connected, view.failed
+    );
+
+    // Send.
+    let mut cpu_before = None;
+    let mut sent = None;
+    if kind != Kind::ConnectStorm && view.connected > 0 {
+        if kind == Kind::DeviceStatus {
+            let plan = device_plan(args, target, &ips, device_count, rate)?;
+            let mut device_streams = devices::connect(&plan)?;
+            // The devices' `online` statuses carry no sequence numbers;
+            // give them a moment to pass before timing starts.
+            std::thread::sleep(Duration::from_millis(200));
+            cpu_before = server_pid.and_then(server::cpu_ticks);
+            let sender = std::thread::spawn(move || {
+                let s = devices::run(&mut device_streams, &plan);
+                (
+                    SendOutcome {
+                        accepted: s.sent,
+                        error: s.error,
+                        start_ns: s.start_ns,
+                    },
+                    device_streams,
+                )
+            });
+            sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+            cpu_before = server_pid.and_then(server::cpu_ticks);
+            let plan = publisher::PublishPlan {
+                target,
+                api_key: args.api_key.clone(),
+                topic: args.topic.clone(),
+                events: args.events,
+                rate,
+                payload_bytes: args.payload_bytes,
+            };
+            let sender = std::thread::spawn(move || {
+                let outcome = match publisher::run(&plan) {
+                    Ok(p) => SendOutcome {
+                        accepted: p.accepted,
+                        error: p.error,
+                        start_ns: p.start_ns,
+                    },
+                    Err(e) => SendOutcome {
+                        accepted: 0,
+                        error: Some(format!("publisher: {e}")),
+                        start_ns: payload::now_ns(),
+                    },
+                };
+                (outcome, ())
+            });
+            sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
+        }
+        // Drain: wait until every connected connection has everything.
+        let drain_deadline = (Instant::now() + Duration::from_secs(args.drain_secs)).min(hard_deadline);
+        line.wait(&fleet, "draining", drain_deadline, |v| v.finished >= v.connected);
+        line.finish();
+    }
+    let cpu_after = server_pid.and_then(server::cpu_ticks);
+    let rss = server_pid.and_then(server::rss_kib);
+    let results = fleet.stop(Instant::now() + Duration::from_secs(15))?;
+    drop(spawned);
+    let mut total = WorkerStats::new(args.events as usize);
+    for r in &results {
+        total.merge(r);
+    }
+    let report = build_report(
+        kind,
+        args,
+        &total,
+        sent,
+        rate,
+        device_count,
+        connect_secs,
+        cpu_before.zip(cpu_after),
+        rss,
+    );
+    let histogram = if kind == Kind::ConnectStorm {
+        total.handshake
+    } else {
+        total.latency
+    };
+    Ok((report, histogram))
+}
+
+/// Waits for the sender thread while showing progress; returns its result.
+fn finish_sending<T>(
+    fleet: &Fleet,
+    line: &mut Line,
+    deadline: Instant,
+    sender: std::thread::JoinHandle<(SendOutcome, T)>,
+) -> Result<(SendOutcome, T), String> {
+    line.wait(fleet, "sending", deadline, |_| sender.is_finished());
+    if !sender.is_finished() {
+        return Err("the run reached --max-secs while sending".into());
+    }
+    sender
+        .join()
+        .map_err(|_| "the sender thread panicked".to_string())
+}
+
+/// One plan per worker process, the connections split evenly.
+fn plans(
+    kind: Kind,
+    args: &Args,
+    target: SocketAddr,
+    source_ips: Vec<Ipv4Addr>,
+    device_count: u64,
+    nofile: u64,
+) -> Result<Vec<Plan>, String> {
+    let workers = limits::workers_for(args.conns, args.workers, nofile).min(args.conns.max(1));
+    let (path, single_path, single_from, sources) = match kind {
+        Kind::ProductApproved | Kind::ConnectStorm => {
+            let token = mint_token(&args.jwt_secret, "loadgen", &["user"], &[])?;
+            let sep = if args.path.contains('?') { '&' } else { '?' };
+            (
+                format!("{}{sep}token={token}", args.path),
+                String::new(),
+                args.conns,
+                1,
+            )
+        }
+        Kind::DeviceStatus => {
+            let token = mint_token(&args.jwt_secret, "loadgen-monitor", &[], &["*"])?;
+            let share = args.single_share.clamp(0.0, 1.0);
+            let single = (args.conns as f64 * share).round() as usize;
+            (
+                format!("/ws/devices/all?token={token}"),
+                format!("/ws/devices/{}{{device}}?token={token}", device_prefix()),
+                args.conns - single,
+                device_count,
+            )
+        }
+    };
+    let warmup = args.warmup.unwrap_or(args.events / 20).min(args.events);
+    let mut first = 0;
+    Ok((0..workers)
+        .map(|w| {
+            let count = args.conns / workers + usize::from(w < args.conns % workers);
+            let plan = Plan {
+                target,
+                path: path.clone(),
+                single_path: single_path.clone(),
+                single_from,
+                source_ips: source_ips.clone(),
+                events: args.events,
+                sources,
+                warmup,
+                storm: kind == Kind::ConnectStorm,
+                connect_concurrency: args.connect_concurrency,
+                connect_rate: args.connect_rate.map(|r| r / workers as f64),
+                handshake_timeout_ms: args.handshake_timeout_ms,
+                not_before_ns: payload::now_ns(),
+                first,
+                count,
+            };
+            first += count;
+            plan
+        })
+        .collect())
+}
+
+/// Device names carry the coordinator's pid, so runs against a shared
+/// server do not mix.
+fn device_prefix() -> String {
+    format!("lg{}-", std::process::id())
+}
+
+fn device_plan(
+    args: &Args,
+    target: SocketAddr,
+    ips: &[Ipv4Addr],
+    devices: u64,
+    rate: Option<f64>,
+) -> Result<devices::DevicePlan, String> {
+    let prefix = device_prefix();
+    let paths = (0..devices)
+        .map(|d| {
+            let token = mint_token(&args.jwt_secret, &format!("{prefix}{d}"), &["pico"], &[])?;
+            Ok(format!("/ws/pico?token={token}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(devices::DevicePlan {
+        target,
+        paths,
+        source_ips: ips.to_vec(),
+        events: args.events,
+        rate,
+        payload_bytes: args.payload_bytes,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    kind: Kind,
+    args: &Args,
+    total: &WorkerStats,
+    sent: Option<SendOutcome>,
+    rate: Option<f64>,
+    devices: u64,
+    connect_secs: f64,
+    cpu: Option<(u64, u64)>,
+    rss: Option<u64>,
+) -> Report {
+    let (published, publish_errors, start_ns) = match &sent {
+        Some(s) => (s.accepted, s.error.clone(), s.start_ns),
+        None => (0, None, 0),
+    };
+    let span_ns = total.last_ns.saturating_sub(start_ns).max(1);
+    let cpu_us = cpu.and_then(|(a, b)| {
+        (total.received > 0).then(|| (b - a) as f64 * 1e6 / server::ticks_per_sec() / total.received as f64)
+    });
+    let connect_span = total
+        .last_connect_ns
+        .saturating_sub(total.first_connect_ns.min(total.last_connect_ns));
+    let latency = Percentiles::of(&total.latency);
+    let warmup = if kind == Kind::ConnectStorm {
+        0
+    } else {
+        args.warmup.unwrap_or(args.events / 20).min(args.events)
+    };
+    Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        scenario: kind.name().into(),
+        conns: args.conns,
+        connected: total.connected as usize,
+        devices: (kind == Kind::DeviceStatus).then_some(devices),
+        events: if kind == Kind::ConnectStorm {
+            0
+        } else {
+            args.events
+        },
+        warmup_events: warmup,
+        payload_bytes: args.payload_bytes,
+        published,
+        expected_deliveries: total.expected,
+        deliveries: total.received,
+        lost: total.gaps,
+        duplicates: total.duplicates,
+        connect_errors: total.connect_errors,
+        refusals: total.failures.clone(),
+        unexpected_closes: total.unexpected_closes,
+        closes: total.closes.clone(),
+        publish_errors,
+        deliveries_per_sec: total.received as f64 * 1e9 / span_ns as f64,
+        latency_us: latency,
+        event_completion_us: Percentiles::of(&crate::report::completion(total, start_ns, rate, warmup)),
+        handshake_us: Percentiles::of(&total.handshake),
+        handshakes_per_sec: if connect_span > 0 {
+            total.connected as f64 * 1e9 / connect_span as f64
+        } else {
+            total.connected as f64 / connect_secs.max(1e-9)
+        },
+        server_cpu_us_per_delivery: cpu_us,
+        server_rss_kib: rss,
+        p99: latency.p99,
+    }
+}
+
+/// The live progress line on a terminal (nothing when stderr is not one).
+struct Line {
+    tty: bool,
+    conns: u64,
+    shown: bool,
+    last: (Instant, u64),
+}
+
+impl Line {
+    fn new(conns: u64) -> Line {
+        Line {
+            tty: std::io::stderr().is_terminal(),
+            conns,
+            shown: false,
+            last: (Instant::now(), 0),
+        }
+    }
+
+    /// Polls the workers until `done` or `deadline`, redrawing the line.
+    fn wait(&mut self, fleet: &Fleet, phase: &str, deadline: Instant, done: impl Fn(&View) -> bool) -> View {
+        let mut drawn = Instant::now() - Duration::from_secs(1);
+        loop {
+            let view = fleet.totals();
+            if done(&view) || view.gone || Instant::now() >= deadline {
+                return view;
+            }
+            if self.tty && drawn.elapsed() >= Duration::from_millis(250) {
+                drawn = Instant::now();
+                self.draw(phase, &view);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn draw(&mut self, phase: &str, v: &View) {
+        let (at, before) = self.last;
+        let per_sec = (v.received - before.min(v.received)) as f64 / at.elapsed().as_secs_f64().max(1e-3);
+        self.last = (Instant::now(), v.received);
+        let _ = write!(
+            std::io::stderr(),
+            "\r\x1b[K{phase}: conns {}/{} (failed {})  deliveries {} ({per_sec:.0}/s)  p99 {:.2} ms",
+            v.connected,
+            self.conns,
+            v.failed,
+            v.received,
+            v.p99_ns as f64 / 1e6
+        );
+        self.shown = true;
+    }
+
+    fn finish(&mut self) {
+        if self.shown {
+            eprintln!();
+            self.shown = false;
+        }
+    }
+}
+
+/// A JWT for loadgen's connections.
+fn mint_token(secret: &str, sub: &str, types: &[&str], device_rights: &[&str]) -> Result<String, String> {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: u64,
+        types: &'a [&'a str],
+        devices: &'a [&'a str],
+    }
+    let exp = payload::now_ns() / 1_000_000_000 + 24 * 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &Claims {
+            sub,
+            exp,
+            types,
+            devices: device_rights,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| format!("cannot mint a token: {e}"))
+}
+
+fn parse_rate(text: &str) -> Result<Option<f64>, String> {
+    match text {
+        "max" => Ok(None),
+        r => r
+            .parse::<f64>()
+            .ok()
+            .filter(|r| *r > 0.0 && r.is_finite())
+            .map(Some)
+            .ok_or_else(|| format!("--rate must be a positive number or 'max' (got '{text}')")),
+    }
+}
+
+fn parse_target(text: Option<&str>) -> Result<SocketAddr, String> {
+    let text = text.ok_or("give --target http://HOST:PORT or --spawn")?;
+    let addr = text.trim_start_matches("http://").trim_end_matches('/');
+    addr.parse()
+        .map_err(|_| format!("--target: '{text}' is not http://IP:PORT"))
+}
+
+/// `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3`.
+pub fn parse_ips(text: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let bad = || format!("--source-ips: '{text}' is not A.B.C.D[-A.B.C.E][,…]");
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (Ipv4Addr, Ipv4Addr) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if u32::from(b) < u32::from(a) || u32::from(b) - u32::from(a) > 65_535 {
+                    return Err(bad());
+                }
+                out.extend((u32::from(a)..=u32::from(b)).map(Ipv4Addr::from));
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_expand_and_bad_ones_are_named() {
+        let ips = parse_ips("127.0.0.2-127.0.0.4,127.0.1.1").unwrap();
+        assert_eq!(ips.len(), 4);
+        assert_eq!(ips[3], Ipv4Addr::new(127, 0, 1, 1));
+        assert!(parse_ips("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_ips("localhost").unwrap_err().contains("--source-ips"));
+    }
+
+    #[test]
+    fn rates_are_positive_or_max() {
+        assert_eq!(parse_rate("max").unwrap(), None);
+        assert_eq!(parse_rate("2.5").unwrap(), Some(2.5));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Short end-to-end runs of every scenario against the real `shardcast`
+//! binary (`--spawn`): the figures add up, nothing is lost, the output
+//! files are written, and refused connections are reported with the
+//! server's reason.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use simd_json::prelude::*;
+use simd_json::OwnedValue;
+
+/// The shardcast binary next to loadgen's, built if this test runs alone.
+fn shardcast() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).with_file_name("shardcast");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bin", "shardcast", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building shardcast failed");
+    }
+    bin
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn loadgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .arg("--spawn")
+        .arg("--server-bin")
+        .arg(shardcast())
+        .args(["--shards", "2"])
+        .output()
+        .expect("loadgen runs")
+}
+
+fn json(path: &PathBuf) -> OwnedValue {
+    let mut text = std::fs::read(path).expect("json written");
+    simd_json::to_owned_value(&mut text).expect("valid json")
+}
+
+fn num(v: &OwnedValue, key: &str) -> u64 {
+    v.get(key)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn product_approved_delivers_every_event_and_writes_every_output() {
+    let (j, h, s) = (scratch("pa.json"), scratch("pa.hgrm"), scratch("pa.svg"));
+    let out = loadgen(&[
+        "product-approved",
+        "--conns",
+        "200",
+        "--events",
+        "40",
+        "--rate",
+        "400",
+        "--workers",
+        "2",
+        "--json",
+        j.to_str().unwrap(),
+        "--hgrm",
+        h.to_str().unwrap(),
+        "--svg",
+        s.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = json(&j);
+    assert_eq!(num(&r, "connected"), 200);
+    assert_eq!(num(&r, "published"), 40);
+    assert_eq!(num(&r, "expected_deliveries"), 200 * 40);
+    assert_eq!(num(&r, "deliveries"), 200 * 40);
+    assert_eq!(num(&r, "lost"), 0);
+    assert_eq!(num(&r, "duplicates"), 0);
+    let p99 = r.get("p99").and_then(|v| v.as_f64()).unwrap();
+    assert!(p99 > 0.0, "a p99 was measured");
+    assert!(r
+        .get("command")
+        .and_then(|c| c.as_str())
+        .unwrap()
+        .contains("--conns 200"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("send → receive") && table.contains("lost 0"),
+        "{table}"
+    );
+    let hgrm = std::fs::read_to_string(&h).unwrap();
+    assert!(
+        hgrm.starts_with("       Value     Percentile TotalCount"),
+        "{hgrm}"
+    );
+    // 200 × 40 deliveries less the 2-event warm-up.
+    assert!(
+        hgrm.contains(&format!("Total count    = {:12}", 200 * 38)),
+        "{hgrm}"
+    );
+    let svg = std::fs::read_to_string(&s).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+}
+
+#[test]
+fn device_status_reaches_all_and_single_device_monitors() {
+    let j = scratch("ds.json");
+    let out = loadgen(&[
+        "device-status",
+        "--conns",
+        "100",
+        "--devices",
+        "10",
+        "--events",
+        "30",
+        "--rate",
+        "300",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = json(&j);
+    // 50 monitors of all devices see 30 statuses each; 50 single-device
+    // monitors (5 per device) see their device's 3.
+    assert_eq!(num(&r, "expected_deliveries"), 50 * 30 + 50 * 3);
+    assert_eq!(num(&r, "deliveries"), 50 * 30 + 50 * 3);
+    assert_eq!(num(&r, "lost"), 0);
+    assert_eq!(num(&r, "devices"), 10);
+}
+
+#[test]
+fn connect_storm_reports_handshake_rate_and_times() {
+    let j = scratch("cs.json");
+    let out = loadgen(&["connect-storm", "--conns", "400", "--json", j.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = json(&j);
+    assert_eq!(num(&r, "connected"), 400);
+    assert!(r.get("handshakes_per_sec").and_then(|v| v.as_f64()).unwrap() > 0.0);
+    let p99 = r
+        .get("handshake_us")
+        .and_then(|h| h.get("p99"))
+        .and_then(|v| v.as_f64());
+    assert!(p99.unwrap() > 0.0);
+}
+
+#[test]
+fn connections_past_the_server_limit_are_reported_with_its_reason() {
+    let j = scratch("refused.json");
+    let out = loadgen(&[
+        "product-approved",
+        "--conns",
+        "60",
+        "--events",
+        "5",
+        "--rate",
+        "100",
+        "--server-arg=--max-connections=40",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = json(&j);
+    assert_eq!(num(&r, "connected"), 40, "the limit is exact across shards");
+    assert_eq!(num(&r, "connect_errors"), 20);
+    assert_eq!(num(&r, "lost"), 0, "the connected ones got everything");
+    let refusals = r.get("refusals").unwrap().as_object().unwrap();
+    let (reason, count) = refusals.iter().next().unwrap();
+    assert!(
+        reason.contains("503") && reason.contains("connection limit (40)"),
+        "{reason}"
+    );
+    assert_eq!(count.as_u64(), Some(20));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("refused 20×"), "{table}");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "product-approved",
+            "--conns",
+            "5",
+            "--target",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("refused 5× connection refused"), "{table}");
+}
