@@ -61,9 +61,11 @@ pub enum Outcome {
     /// Written to the socket inline.
     Written,
     /// (Partly) queued; the driver writes the rest when the socket drains.
-    Queued,
-    /// The queue passed its limit: the connection is being closed (1008).
-    SlowConsumer,
+    /// A monitor's queue may have dropped this many superseded statuses.
+    Queued { conflated: u32 },
+    /// The queue passed its limit: the connection is being closed (1008);
+    /// this many queued frames were discarded.
+    SlowConsumer { discarded: u32 },
     /// The connection is closing or gone; nothing was sent.
     Dropped,
 }
@@ -92,6 +94,9 @@ pub struct Conn {
     client_type: u16,
     /// Recent bad messages (halved every sweep); at `MAX_STRIKES`: 1008.
     strikes: Cell<u8>,
+    /// Why the connection is ending (`metrics::CLOSE_REASONS` index); set
+    /// by the first close, `NO_REASON` until then.
+    close_reason: Cell<u8>,
     /// The token's `exp` (Unix seconds; 0: none). At `exp` the connection is
     /// closed with 4001 unless the client refreshed its token.
     pub exp: Cell<u32>,
@@ -122,6 +127,7 @@ impl Conn {
             close_deadline: Cell::new(u32::MAX),
             client_type: client_type.unwrap_or(NO_TYPE),
             strikes: Cell::new(0),
+            close_reason: Cell::new(NO_REASON),
             subscriptions: RefCell::new(Box::default()),
             device: std::cell::OnceCell::new(),
             conflate: Cell::new(false),
@@ -197,13 +203,14 @@ impl Conn {
             for event in events {
                 queue.push(chunk(event), 0);
             }
-            let over = self.over_limit(queue, max_queue);
+            let (over, conflated) = self.over_limit(queue, max_queue);
             drop(out);
             return if over {
-                self.slow_consumer(close_deadline);
-                Outcome::SlowConsumer
+                Outcome::SlowConsumer {
+                    discarded: self.slow_consumer(close_deadline) + conflated,
+                }
             } else {
-                Outcome::Queued
+                Outcome::Queued { conflated }
             };
         }
         let result = if let [event] = events {
@@ -238,36 +245,44 @@ impl Conn {
         for event in &events[first + 1..] {
             queue.push(chunk(event), 0);
         }
-        let over = self.over_limit(&mut queue, max_queue);
+        let (over, conflated) = self.over_limit(&mut queue, max_queue);
         *out = Some(queue);
         drop(out);
         if over {
-            self.slow_consumer(close_deadline);
-            return Outcome::SlowConsumer;
+            return Outcome::SlowConsumer {
+                discarded: self.slow_consumer(close_deadline) + conflated,
+            };
         }
         self.wake();
-        Outcome::Queued
+        Outcome::Queued { conflated }
     }
 
     /// Whether `queue` is past `max_queue` after this connection's policy:
-    /// a monitor first drops statuses superseded by newer ones.
-    fn over_limit(&self, queue: &mut OutQueue, max_queue: usize) -> bool {
+    /// a monitor first drops statuses superseded by newer ones. Also
+    /// returns the frames so dropped.
+    fn over_limit(&self, queue: &mut OutQueue, max_queue: usize) -> (bool, u32) {
         if queue.bytes() <= max_queue {
-            return false;
+            return (false, 0);
         }
-        if self.conflate.get() {
-            queue.conflate();
-        }
-        queue.bytes() > max_queue
+        let conflated = if self.conflate.get() {
+            queue.conflate() as u32
+        } else {
+            0
+        };
+        (queue.bytes() > max_queue, conflated)
     }
 
     /// Drops what this reader is behind on (keeping a partly written frame
     /// so the stream stays valid) and closes with 1008 "slow consumer".
-    fn slow_consumer(&self, close_deadline: u32) {
-        if let Some(queue) = self.out.borrow_mut().as_mut() {
-            queue.keep_partial_head();
-        }
+    /// Returns the frames discarded.
+    fn slow_consumer(&self, close_deadline: u32) -> u32 {
+        let discarded = self
+            .out
+            .borrow_mut()
+            .as_mut()
+            .map_or(0, |queue| queue.keep_partial_head() as u32);
         self.close(1008, "slow consumer", close_deadline);
+        discarded
     }
 
     /// Rooms this connection joined.
@@ -292,12 +307,29 @@ impl Conn {
     /// peer's close until `deadline` (shard clock).
     pub fn close(&self, code: u16, reason: &str, deadline: u32) {
         if self.state.get() == State::Open {
+            self.note_reason(crate::metrics::close_reason(code, reason));
             self.push(Chunk::Owned(frame::close(code, reason)));
             self.close_deadline.set(deadline);
             if self.state.get() == State::Open {
                 self.state.set(State::Closing);
             }
             self.wake();
+        }
+    }
+
+    /// Records why the connection ends, unless a reason is already set.
+    fn note_reason(&self, reason: u8) {
+        if self.close_reason.get() == NO_REASON {
+            self.close_reason.set(reason);
+        }
+    }
+
+    /// Why the connection ended (`metrics::CLOSE_REASONS` index): a peer
+    /// that vanished without a close handshake is a `disconnect`.
+    pub fn close_reason(&self) -> u8 {
+        match self.close_reason.get() {
+            NO_REASON => crate::metrics::DISCONNECT,
+            r => r,
         }
     }
 
@@ -356,6 +388,9 @@ impl Conn {
 
 /// `client_type` of a connection without one.
 const NO_TYPE: u16 = u16::MAX;
+
+/// `Conn::close_reason` before any close.
+const NO_REASON: u8 = u8::MAX;
 /// Bad messages (decaying by half every sweep, twice a second) after which
 /// a client is closed with 1008.
 const MAX_STRIKES: u8 = 10;
@@ -707,6 +742,7 @@ fn handle(
                 None => frame::encode(OpCode::Control(Control::Close), b""),
             };
             conn.push(Chunk::Owned(reply));
+            conn.note_reason(crate::metrics::CLIENT_CLOSE);
             conn.close_deadline
                 .set(shard.clock() + shard.close_timeout_secs());
             if conn.state() == State::Open {

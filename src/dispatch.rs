@@ -21,6 +21,9 @@ pub struct Delivered {
     pub frames: u64,
     /// Connections closed as slow consumers.
     pub slow_consumers: u64,
+    /// Frames not delivered, by `metrics::DROP_REASONS` index: superseded
+    /// statuses (conflated), a slow consumer's backlog, closing connections.
+    pub dropped: [u64; 3],
 }
 
 /// Limits applied while delivering.
@@ -96,9 +99,16 @@ fn deliver_run(registry: &Registry, topic: &str, frames: &[&Event], policy: Poli
     };
     for (_, conn) in subscribers {
         match conn.send_shared(frames, policy.max_queue_bytes, policy.close_deadline) {
-            Outcome::Written | Outcome::Queued => done.frames += frames.len() as u64,
-            Outcome::SlowConsumer => done.slow_consumers += 1,
-            Outcome::Dropped => {}
+            Outcome::Written => done.frames += frames.len() as u64,
+            Outcome::Queued { conflated } => {
+                done.frames += frames.len() as u64;
+                done.dropped[0] += u64::from(conflated);
+            }
+            Outcome::SlowConsumer { discarded } => {
+                done.slow_consumers += 1;
+                done.dropped[1] += u64::from(discarded);
+            }
+            Outcome::Dropped => done.dropped[2] += frames.len() as u64,
         }
     }
 }

@@ -15,6 +15,10 @@ pub const EVENTS: &str = "shardcast_events_total";
 pub const DELIVERIES: &str = "shardcast_deliveries_total";
 pub const SLOW_CONSUMERS: &str = "shardcast_slow_consumer_disconnects_total";
 pub const REJECTED: &str = "shardcast_requests_rejected_total";
+pub const OPENED: &str = "shardcast_connections_opened_total";
+pub const CLOSED: &str = "shardcast_connections_closed_total";
+pub const DROPPED: &str = "shardcast_dropped_frames_total";
+pub const QUEUED: &str = "shardcast_queued_bytes";
 pub const FANOUT: &str = "shardcast_fanout_latency_seconds";
 pub const HANDSHAKE: &str = "shardcast_handshake_duration_seconds";
 
@@ -38,6 +42,48 @@ pub const REJECT_REASONS: &[&str] = &[
     "method_not_allowed",
     "other",
 ];
+
+/// Why a WebSocket connection ended (bounded label).
+pub const CLOSE_REASONS: &[&str] = &[
+    "client_close",
+    "disconnect",
+    "slow_consumer",
+    "bad_messages",
+    "protocol_error",
+    "invalid_payload",
+    "message_too_big",
+    "token_expired",
+    "idle_timeout",
+    "shutdown",
+    "other",
+];
+
+/// [`CLOSE_REASONS`] index of the peer's close and of a vanished peer.
+pub const CLIENT_CLOSE: u8 = 0;
+pub const DISCONNECT: u8 = 1;
+
+/// The [`CLOSE_REASONS`] index of a close the server starts.
+pub fn close_reason(code: u16, reason: &str) -> u8 {
+    let label = match (code, reason) {
+        (1008, "slow consumer") => "slow_consumer",
+        (1008, _) => "bad_messages",
+        (1002, _) => "protocol_error",
+        (1007, _) => "invalid_payload",
+        (1009, _) => "message_too_big",
+        (4001, _) => "token_expired",
+        (1001, "idle timeout") => "idle_timeout",
+        (1001, _) => "shutdown",
+        _ => "other",
+    };
+    CLOSE_REASONS
+        .iter()
+        .position(|r| *r == label)
+        .unwrap_or(CLOSE_REASONS.len() - 1) as u8
+}
+
+/// Why published frames were not delivered (bounded label; the order of
+/// `dispatch::Delivered::dropped`).
+pub const DROP_REASONS: &[&str] = &["conflated", "slow_consumer", "closing"];
 
 /// Index of a rejection code in [`REJECT_REASONS`].
 pub fn reject_reason(code: &str) -> usize {
@@ -123,6 +169,43 @@ pub fn prometheus(board: &Board) -> String {
             let (e, d, slow) = board.shard(s).delivery_counts();
             let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", [e, d, slow][get]);
         }
+    }
+    header(&mut out, OPENED, "counter", "WebSocket connections opened.");
+    for s in 0..shards {
+        let _ = writeln!(out, "{OPENED}{{shard=\"{s}\"}} {}", board.shard(s).opened_total());
+    }
+    header(
+        &mut out,
+        CLOSED,
+        "counter",
+        "WebSocket connections closed, by reason.",
+    );
+    for s in 0..shards {
+        for (i, reason) in CLOSE_REASONS.iter().enumerate() {
+            let n = board.shard(s).closed_by(i);
+            let _ = writeln!(out, "{CLOSED}{{shard=\"{s}\",reason=\"{reason}\"}} {n}");
+        }
+    }
+    header(
+        &mut out,
+        DROPPED,
+        "counter",
+        "Published frames not delivered, by reason.",
+    );
+    for s in 0..shards {
+        for (i, reason) in DROP_REASONS.iter().enumerate() {
+            let n = board.shard(s).dropped(i);
+            let _ = writeln!(out, "{DROPPED}{{shard=\"{s}\",reason=\"{reason}\"}} {n}");
+        }
+    }
+    header(
+        &mut out,
+        QUEUED,
+        "gauge",
+        "Bytes waiting in outbound queues (as of the shard's last sweep, every 500 ms).",
+    );
+    for s in 0..shards {
+        let _ = writeln!(out, "{QUEUED}{{shard=\"{s}\"}} {}", board.shard(s).queued_bytes());
     }
     header(
         &mut out,
@@ -226,6 +309,20 @@ pub fn latency_hgrm(board: &Board) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_codes_map_to_bounded_reasons() {
+        let label = |code, reason| CLOSE_REASONS[close_reason(code, reason) as usize];
+        assert_eq!(label(1008, "slow consumer"), "slow_consumer");
+        assert_eq!(label(1008, "too many bad messages"), "bad_messages");
+        assert_eq!(label(1001, "idle timeout"), "idle_timeout");
+        assert_eq!(label(1001, "server shutting down"), "shutdown");
+        assert_eq!(label(4001, "token expired"), "token_expired");
+        assert_eq!(label(1002, "x"), "protocol_error");
+        assert_eq!(label(3999, "x"), "other");
+        assert_eq!(CLOSE_REASONS[CLIENT_CLOSE as usize], "client_close");
+        assert_eq!(CLOSE_REASONS[DISCONNECT as usize], "disconnect");
+    }
 
     #[test]
     fn rejection_codes_map_to_bounded_reasons() {

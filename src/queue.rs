@@ -92,23 +92,26 @@ impl OutQueue {
 
     /// Drops every frame not yet started; keeps a partly written head frame
     /// so the byte stream stays a valid sequence of frames.
-    pub fn keep_partial_head(&mut self) {
+    /// Returns the frames dropped.
+    pub fn keep_partial_head(&mut self) -> usize {
+        let frames = self.chunks.len();
         if self.head_sent == 0 {
             self.clear();
-            return;
+            return frames;
         }
         self.chunks.truncate(1);
         self.bytes = self
             .chunks
             .front()
             .map_or(0, |c| c.bytes().len() - self.head_sent);
+        frames - 1
     }
 
     /// Keeps only the newest queued status per device (never touching a
     /// partly written head frame, nor frames of other kinds). Returns the
-    /// bytes freed.
+    /// frames dropped.
     pub fn conflate(&mut self) -> usize {
-        let before = self.bytes;
+        let before = self.chunks.len();
         let mut seen = std::collections::HashSet::new();
         let mut kept = VecDeque::with_capacity(self.chunks.len());
         let head_partial = self.head_sent > 0;
@@ -124,7 +127,7 @@ impl OutQueue {
             }
         }
         self.chunks = kept;
-        before - self.bytes
+        before - self.chunks.len()
     }
 
     /// Forgets every unsent frame (connection is going away).
@@ -164,12 +167,12 @@ mod tests {
         let mut q = OutQueue::default();
         q.push(Chunk::Owned(b"abcd".to_vec()), 2);
         q.push(Chunk::Owned(b"efgh".to_vec()), 0);
-        q.keep_partial_head();
+        assert_eq!(q.keep_partial_head(), 1);
         assert_eq!(drain(&q), b"cd");
         assert_eq!(q.bytes(), 2);
         let mut q = OutQueue::default();
         q.push(Chunk::Owned(b"abcd".to_vec()), 0);
-        q.keep_partial_head();
+        assert_eq!(q.keep_partial_head(), 1);
         assert!(q.is_empty());
     }
 
@@ -183,8 +186,8 @@ mod tests {
         q.push(Chunk::Owned(b"pong".to_vec()), 0);
         q.push(status("a", "a3"), 0);
         q.push(status("b", "b2"), 0);
-        let freed = q.conflate();
-        assert_eq!(freed, 4, "a2 and b1 dropped");
+        let dropped = q.conflate();
+        assert_eq!(dropped, 2, "a2 and b1 dropped");
         // The partly written head ("a1", 1 byte sent) stays; order is kept.
         assert_eq!(drain(&q), b"1ponga3b2");
         assert_eq!(q.bytes(), drain(&q).len());

@@ -143,7 +143,9 @@ impl Shard {
         }
         drop(registry);
         if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {
-            self.board.shard(self.id).closed(conn.client_type());
+            self.board
+                .shard(self.id)
+                .closed(conn.client_type(), conn.close_reason());
             self.board.leave();
             tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
         }
@@ -258,9 +260,12 @@ async fn sweep(shard: Rc<Shard>) {
                 .map_or(0, |d| d.as_secs() as u32),
             notice,
         };
+        let mut queued = 0;
         for (_, conn) in shard.conns.borrow().iter() {
             conn.tick(now, heartbeat, idle, close_timeout, expiry);
+            queued += conn.queued_bytes() as u64;
         }
+        shard.counters().set_queued_bytes(queued);
     }
 }
 

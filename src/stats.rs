@@ -11,6 +11,14 @@ use serde::Serialize;
 #[repr(align(128))]
 pub struct ShardCounters {
     connections: AtomicU64,
+    /// Connections ever opened.
+    opened: AtomicU64,
+    /// Connections closed, by `metrics::CLOSE_REASONS` index.
+    closed_by: Box<[AtomicU64]>,
+    /// Frames not delivered, by `metrics::DROP_REASONS` index.
+    dropped: [AtomicU64; 3],
+    /// Bytes in outbound queues (set by the shard's sweeper).
+    queued_bytes: AtomicU64,
     by_type: Box<[AtomicU64]>,
     /// Events this shard's dispatcher received.
     events: AtomicU64,
@@ -30,14 +38,18 @@ impl ShardCounters {
     /// A WebSocket connection opened (`client_type` indexes `Board::client_types`).
     pub fn opened(&self, client_type: Option<u16>) {
         self.connections.fetch_add(1, Relaxed);
+        self.opened.fetch_add(1, Relaxed);
         if let Some(c) = client_type.and_then(|i| self.by_type.get(i as usize)) {
             c.fetch_add(1, Relaxed);
         }
     }
 
-    /// A WebSocket connection closed.
-    pub fn closed(&self, client_type: Option<u16>) {
+    /// A WebSocket connection closed, for `reason` (a `metrics::CLOSE_REASONS` index).
+    pub fn closed(&self, client_type: Option<u16>, reason: u8) {
         self.connections.fetch_sub(1, Relaxed);
+        if let Some(c) = self.closed_by.get(reason as usize) {
+            c.fetch_add(1, Relaxed);
+        }
         if let Some(c) = client_type.and_then(|i| self.by_type.get(i as usize)) {
             c.fetch_sub(1, Relaxed);
         }
@@ -45,6 +57,29 @@ impl ShardCounters {
 
     pub fn connections(&self) -> u64 {
         self.connections.load(Relaxed)
+    }
+
+    pub fn opened_total(&self) -> u64 {
+        self.opened.load(Relaxed)
+    }
+
+    /// Connections closed for `metrics::CLOSE_REASONS[reason]`.
+    pub fn closed_by(&self, reason: usize) -> u64 {
+        self.closed_by.get(reason).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Frames dropped for `metrics::DROP_REASONS[reason]`.
+    pub fn dropped(&self, reason: usize) -> u64 {
+        self.dropped.get(reason).map_or(0, |c| c.load(Relaxed))
+    }
+
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Relaxed)
+    }
+
+    /// Sets this shard's queued byte count.
+    pub fn set_queued_bytes(&self, bytes: u64) {
+        self.queued_bytes.store(bytes, Relaxed);
     }
 
     /// Connections of client type `i` on this shard.
@@ -81,6 +116,11 @@ impl ShardCounters {
         self.deliveries.fetch_add(done.frames, Relaxed);
         if done.slow_consumers > 0 {
             self.slow_consumers.fetch_add(done.slow_consumers, Relaxed);
+        }
+        for (counter, n) in self.dropped.iter().zip(done.dropped) {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
         }
     }
 }
@@ -130,6 +170,13 @@ impl Board {
         let shards = (0..shards)
             .map(|_| ShardCounters {
                 connections: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
+                closed_by: crate::metrics::CLOSE_REASONS
+                    .iter()
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                dropped: Default::default(),
+                queued_bytes: AtomicU64::new(0),
                 by_type: client_types.iter().map(|_| AtomicU64::new(0)).collect(),
                 events: AtomicU64::new(0),
                 deliveries: AtomicU64::new(0),
@@ -277,7 +324,7 @@ mod tests {
         board.shard(0).opened(Some(0));
         board.shard(1).opened(Some(0));
         board.shard(1).opened(None);
-        board.shard(1).closed(None);
+        board.shard(1).closed(None, 0);
         assert_eq!(
             board.stats_json(),
             r#"{"total":2,"by_type":{"shop":0,"user":2},"rooms":0,"shards":[{"shard":0,"connections":1,"events":0,"deliveries":0,"slow_consumers":0,"rooms":0},{"shard":1,"connections":1,"events":0,"deliveries":0,"slow_consumers":0,"rooms":0}]}"#

@@ -2,6 +2,9 @@
 //! traffic: connections, events, deliveries, rejections, histograms; labels
 //! stay bounded (no user, room or device ids).
 mod common;
+use std::io::Write;
+use std::time::Instant;
+
 use common::*;
 
 /// Sum of every sample of `name` whose labels contain `filter`.
@@ -69,4 +72,54 @@ fn metrics_count_real_traffic_with_bounded_labels() {
         "{hgrm}"
     );
     assert!(hgrm.contains("Total count    =           10"), "{hgrm}");
+}
+
+#[test]
+fn closes_are_counted_by_reason_and_queued_bytes_are_reported() {
+    // A large queue limit: the stalled reader below is queued for, not closed.
+    let server = Server::start(&["--max-queue-bytes", "67108864"]);
+    let path = format!("/ws/user?token={}", token("closer", &["user"]));
+    let metric = |name: &str, filter: &str| sum(&server.get("/metrics").1, name, filter);
+    let closed = "shardcast_connections_closed_total";
+
+    // The client closes properly.
+    let mut ws = server.ws(&path);
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    // The client vanishes without a close frame.
+    drop(server.raw_ws(&path));
+    // The client breaks the protocol (an unmasked frame): close 1002.
+    let mut bad = server.raw_ws(&path);
+    bad.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(read_close(&mut bad).map(|c| c.0), Some(1002));
+    drop(bad);
+
+    let counted = poll_until(Instant::now() + DEADLINE, || {
+        let text = server.get("/metrics").1;
+        let by = |reason: &str| sum(&text, closed, &format!(r#"reason="{reason}""#));
+        (by("client_close") == 1.0 && by("disconnect") == 1.0 && by("protocol_error") == 1.0).then_some(text)
+    });
+    let text = counted.expect("each close counted under its reason");
+    assert_eq!(sum(&text, closed, ""), 3.0, "nothing else was closed");
+    assert_eq!(sum(&text, "shardcast_connections_opened_total", ""), 3.0);
+
+    // A reader that stopped reading: its backlog shows as queued bytes.
+    let mut stalled = Sub::connect(&server, &path, Some(4096));
+    assert!(stalled.wait(|s| s.messages.len() == 1));
+    let mut publisher = Publisher::new(&server);
+    let blob = "x".repeat(16_000);
+    for seq in 0..400 {
+        publisher.publish("type:user", "big", &format!(r#"{{"seq":{seq},"blob":"{blob}"}}"#));
+    }
+    let queued = poll_until(Instant::now() + DEADLINE, || {
+        let q = metric("shardcast_queued_bytes", "");
+        (q > 0.0).then_some(q)
+    });
+    let queued = queued.expect("queued bytes reported within a sweep");
+    assert!(queued <= 400.0 * 16_100.0, "{queued}");
+    assert_eq!(
+        metric("shardcast_dropped_frames_total", ""),
+        0.0,
+        "nothing dropped"
+    );
 }

@@ -49,4 +49,29 @@ fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything() {
 
     let (_, stats) = server.get("/ws/stats");
     assert!(stats.contains(r#""slow_consumers":1"#), "{stats}");
+    drop(stalled);
+    let metric = |text: &str, name: &str, label: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let text = poll_until(std::time::Instant::now() + DEADLINE, || {
+        let text = server.get("/metrics").1;
+        let closed = metric(
+            &text,
+            "shardcast_connections_closed_total",
+            r#"reason="slow_consumer""#,
+        );
+        (closed == 1.0).then_some(text)
+    })
+    .expect("the slow consumer's close is counted under its reason");
+    assert!(
+        metric(
+            &text,
+            "shardcast_dropped_frames_total",
+            r#"reason="slow_consumer""#
+        ) > 0.0,
+        "its discarded backlog is counted"
+    );
 }
