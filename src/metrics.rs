@@ -282,7 +282,9 @@ pub fn latency_hgrm(board: &Board) -> String {
     }
     let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
     if !merged.is_empty() {
+        let mut total = 0;
         for v in merged.iter_quantiles(1) {
+            total += v.count_since_last_iteration();
             let q = v.quantile_iterated_to();
             let inv = if q < 1.0 { 1.0 / (1.0 - q) } else { f64::INFINITY };
             let _ = writeln!(
@@ -290,7 +292,7 @@ pub fn latency_hgrm(board: &Board) -> String {
                 "{:12.3} {:14.12} {:10} {:14.2}",
                 v.value_iterated_to() as f64,
                 q,
-                v.count_since_last_iteration(),
+                total,
                 inv
             );
         }

@@ -72,6 +72,17 @@ fn metrics_count_real_traffic_with_bounded_labels() {
         "{hgrm}"
     );
     assert!(hgrm.contains("Total count    =           10"), "{hgrm}");
+    let counts: Vec<u64> = hgrm
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "TotalCount is cumulative: {hgrm}"
+    );
+    assert_eq!(counts.last(), Some(&10));
 }
 
 #[test]
