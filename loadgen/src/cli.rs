@@ -77,6 +77,10 @@ pub struct Args {
     /// Server to test, e.g. http://127.0.0.1:8080 (or use --spawn).
     #[arg(long)]
     pub target: Option<String>,
+    /// Where product-approved publishes, when not the --target itself
+    /// (shardcast's --admin-listen, or a peer with a separate publish port).
+    #[arg(long)]
+    pub publish_target: Option<String>,
     /// Start a local `shardcast serve` on a free port and stop it afterwards.
     #[arg(long)]
     pub spawn: bool,

@@ -91,17 +91,26 @@ fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
             break;
         }
         let mut length = 0usize;
+        let mut chunked = false;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                 break;
             }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
                 length = v.trim().parse().unwrap_or(0);
+            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
             }
         }
-        let mut body = vec![0u8; length];
-        let _ = reader.read_exact(&mut body);
+        let body = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            body
+        };
         if status.split(' ').nth(1).is_some_and(|s| s.starts_with('2')) {
             accepted += 1;
         } else {
@@ -109,4 +118,41 @@ fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
         }
     }
     (accepted, error)
+}
+
+/// A `Transfer-Encoding: chunked` body (some servers answer that way).
+fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return body;
+        }
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
+        if n == 0 {
+            // Trailers end with an empty line.
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            return body;
+        }
+        let start = body.len();
+        body.resize(start + n, 0);
+        let _ = reader.read_exact(&mut body[start..]);
+        let mut crlf = [0u8; 2];
+        let _ = reader.read_exact(&mut crlf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_read_whole() {
+        let mut input: &[u8] = b"a\r\n{\"id\":\"0\"}\r\n3;x=y\r\nabc\r\n0\r\n\r\nNEXT";
+        assert_eq!(read_chunked(&mut input), b"{\"id\":\"0\"}abc");
+        assert_eq!(input, b"NEXT");
+    }
 }

@@ -112,8 +112,12 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         } else {
             std::thread::sleep(Duration::from_millis(200));
             cpu_before = server_pid.and_then(server::cpu_ticks);
+            let publish_to = match args.publish_target.as_deref() {
+                Some(text) => parse_target(Some(text))?,
+                None => target,
+            };
             let plan = publisher::PublishPlan {
-                target,
+                target: publish_to,
                 api_key: args.api_key.clone(),
                 topic: args.topic.clone(),
                 events: args.events,
