@@ -5,7 +5,9 @@
 //!   clone): what shardcast adds on top of the kernel.
 //! - `inline`: every subscriber writes to a real Unix socket (100,000
 //!   handles over 64 socketpairs, drained by two threads): the fast path
-//!   including the kernel's send.
+//!   including the kernel's send, one `sendmsg` per subscriber.
+//! - `inline, io_uring batched`: the same, with one SQE per subscriber
+//!   and one submit per broadcast (`--send-path uring`).
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -17,9 +19,10 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shardcast::broadcast::{Batch, Event};
 use shardcast::conn::Conn;
-use shardcast::dispatch::{deliver, Policy};
+use shardcast::dispatch::{deliver, Policy, SendPath};
 use shardcast::frame::{self, Data, OpCode};
 use shardcast::registry::Registry;
+use shardcast::uring_send::UringSender;
 
 const SUBSCRIBERS: usize = 100_000;
 
@@ -65,11 +68,11 @@ fn dispatch_to_100k_subscribers(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let (registry, conns) = registry_on(&[full.as_raw_fd()]);
-                deliver(&registry, &event, POLICY);
+                deliver(&registry, &event, POLICY, &mut SendPath::Direct);
                 (registry, conns)
             },
             |(registry, conns)| {
-                deliver(&registry, &event, POLICY);
+                deliver(&registry, &event, POLICY, &mut SendPath::Direct);
                 (registry, conns)
             },
             BatchSize::PerIteration,
@@ -103,7 +106,11 @@ fn dispatch_to_100k_subscribers(c: &mut Criterion) {
     let fds: Vec<i32> = pairs.iter().map(|(w, _)| w.as_raw_fd()).collect();
     let (registry, _conns) = registry_on(&fds);
     g.bench_function("inline (with the kernel's unix send)", |b| {
-        b.iter(|| deliver(&registry, &event, POLICY))
+        b.iter(|| deliver(&registry, &event, POLICY, &mut SendPath::Direct))
+    });
+    let mut uring = SendPath::Uring(Box::new(UringSender::new().expect("io_uring available")));
+    g.bench_function("inline, io_uring batched", |b| {
+        b.iter(|| deliver(&registry, &event, POLICY, &mut uring))
     });
     stop.store(true, Ordering::Relaxed);
     for d in drainers {

@@ -49,6 +49,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the dispatcher writes to sockets with nothing queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendPathKind {
+    /// One `sendmsg` syscall per recipient, inline.
+    Direct,
+    /// One io_uring SQE per recipient, one submit per broadcast.
+    Uring,
+}
+
 /// `shardcast serve` flags. Each is also read from `SHARDCAST_<NAME>` and from
 /// the TOML file key `<name>` (dashes become underscores).
 #[derive(Args, Debug, Default)]
@@ -154,6 +164,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// How fan-out writes to sockets: `direct` (sendmsg per recipient) or
+    /// `uring` (batched io_uring sends); see the README's measurements.
+    #[arg(long, env = "SHARDCAST_SEND_PATH", value_enum)]
+    pub send_path: Option<SendPathKind>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `shardcast=debug`).
     #[arg(long, env = "SHARDCAST_LOG")]
     pub log: Option<String>,
@@ -195,6 +209,7 @@ struct FileConfig {
     echo: Option<bool>,
     pin: Option<bool>,
     log_format: Option<LogFormat>,
+    send_path: Option<SendPathKind>,
     log: Option<String>,
 }
 
@@ -242,6 +257,7 @@ pub struct Config {
     /// True when no JWT secret was configured: loopback only, fixed dev secrets.
     pub dev_mode: bool,
     pub log_format: LogFormat,
+    pub send_path: SendPathKind,
     pub log: String,
 }
 
@@ -378,6 +394,7 @@ impl Config {
             pin: !args.no_pin && file.pin.unwrap_or(true),
             dev_mode,
             log_format: pick!(log_format).unwrap_or(LogFormat::Human),
+            send_path: pick!(send_path).unwrap_or(SendPathKind::Direct),
             log: pick!(log).unwrap_or_else(|| "info".to_string()),
         };
         if config.idle_timeout <= config.heartbeat_interval {

@@ -213,6 +213,7 @@ impl Conn {
                 Outcome::Queued { conflated }
             };
         }
+        drop(out);
         let result = if let [event] = events {
             sockets::send(self.fd, &event.frame)
         } else {
@@ -223,11 +224,34 @@ impl Conn {
             }
             sockets::send_vectored(self.fd, &slices[..n])
         };
+        self.finish_direct(events, result, max_queue, close_deadline)
+    }
+
+    /// Whether `send_shared` would write to the socket now (open, nothing
+    /// queued): the batched io_uring path then sends for it.
+    pub fn direct_ready(&self) -> bool {
+        self.state.get() == State::Open && !self.has_queued()
+    }
+
+    /// The socket, for the batched io_uring send path.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// After a direct send of `events` (at most `MAX_IOVECS` of them went
+    /// out in the call) returned `result`: queues what the socket did not
+    /// take, or kills the connection on an error.
+    pub fn finish_direct(
+        &self,
+        events: &[&Event],
+        result: io::Result<usize>,
+        max_queue: usize,
+        close_deadline: u32,
+    ) -> Outcome {
         let mut written = match result {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
             Err(_) => {
-                drop(out);
                 self.kill();
                 return Outcome::Dropped;
             }
@@ -246,8 +270,7 @@ impl Conn {
             queue.push(chunk(event), 0);
         }
         let (over, conflated) = self.over_limit(&mut queue, max_queue);
-        *out = Some(queue);
-        drop(out);
+        *self.out.borrow_mut() = Some(queue);
         if over {
             return Outcome::SlowConsumer {
                 discarded: self.slow_consumer(close_deadline) + conflated,

@@ -37,6 +37,7 @@ pub struct Policy {
 /// The dispatcher task of one shard.
 pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
     let mut pending: Vec<Arc<Batch>> = Vec::with_capacity(MAX_DRAIN);
+    let mut path = SendPath::for_config(shard.config.send_path, shard.id);
     while let Ok(first) = rx.recv_async().await {
         pending.push(first);
         while pending.len() < MAX_DRAIN {
@@ -56,7 +57,7 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
             }
         }
         drop(devices);
-        let done = deliver(&shard.registry.borrow(), &pending, policy);
+        let done = deliver(&shard.registry.borrow(), &pending, policy, &mut path);
         shard
             .counters()
             .delivered(pending.iter().map(|b| b.events.len() as u64).sum(), done);
@@ -71,15 +72,45 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
     }
 }
 
+/// How the dispatcher writes to sockets that have nothing queued.
+pub enum SendPath {
+    /// One `sendmsg` per recipient, inline.
+    Direct,
+    /// One io_uring SQE per recipient, one submit per run.
+    Uring(Box<crate::uring_send::UringSender>),
+}
+
+impl SendPath {
+    /// The configured path; `uring` falls back to `direct` (with a warning)
+    /// where a ring cannot be set up.
+    pub fn for_config(kind: crate::config::SendPathKind, shard: usize) -> SendPath {
+        match kind {
+            crate::config::SendPathKind::Direct => SendPath::Direct,
+            crate::config::SendPathKind::Uring => match crate::uring_send::UringSender::new() {
+                Ok(sender) => SendPath::Uring(Box::new(sender)),
+                Err(error) => {
+                    tracing::warn!(shard, %error, "no io_uring send ring; using direct sends");
+                    SendPath::Direct
+                }
+            },
+        }
+    }
+}
+
 /// Delivers `batches` in order to the subscribers in `registry`.
-pub fn deliver(registry: &Registry, batches: &[Arc<Batch>], policy: Policy) -> Delivered {
+pub fn deliver(
+    registry: &Registry,
+    batches: &[Arc<Batch>],
+    policy: Policy,
+    path: &mut SendPath,
+) -> Delivered {
     let mut done = Delivered::default();
     let mut run: Vec<&Event> = Vec::new();
     let mut run_topic: Option<&str> = None;
     for event in batches.iter().flat_map(|b| b.events.iter()) {
         if run_topic != Some(&event.topic) {
             if let Some(topic) = run_topic {
-                deliver_run(registry, topic, &run, policy, &mut done);
+                deliver_run(registry, topic, &run, policy, path, &mut done);
             }
             run.clear();
             run_topic = Some(&event.topic);
@@ -87,28 +118,52 @@ pub fn deliver(registry: &Registry, batches: &[Arc<Batch>], policy: Policy) -> D
         run.push(event);
     }
     if let Some(topic) = run_topic {
-        deliver_run(registry, topic, &run, policy, &mut done);
+        deliver_run(registry, topic, &run, policy, path, &mut done);
     }
     done
 }
 
 /// Writes `frames` (consecutive events of one topic) to each subscriber.
-fn deliver_run(registry: &Registry, topic: &str, frames: &[&Event], policy: Policy, done: &mut Delivered) {
+fn deliver_run(
+    registry: &Registry,
+    topic: &str,
+    frames: &[&Event],
+    policy: Policy,
+    path: &mut SendPath,
+    done: &mut Delivered,
+) {
     let Some(subscribers) = registry.subscribers(topic) else {
         return;
     };
-    for (_, conn) in subscribers {
-        match conn.send_shared(frames, policy.max_queue_bytes, policy.close_deadline) {
-            Outcome::Written => done.frames += frames.len() as u64,
-            Outcome::Queued { conflated } => {
-                done.frames += frames.len() as u64;
-                done.dropped[0] += u64::from(conflated);
+    match path {
+        SendPath::Direct => {
+            for (_, conn) in subscribers {
+                let outcome = conn.send_shared(frames, policy.max_queue_bytes, policy.close_deadline);
+                tally(outcome, frames.len(), done);
             }
-            Outcome::SlowConsumer { discarded } => {
-                done.slow_consumers += 1;
-                done.dropped[1] += u64::from(discarded);
-            }
-            Outcome::Dropped => done.dropped[2] += frames.len() as u64,
         }
+        SendPath::Uring(sender) => sender.send_run(
+            subscribers.iter().map(|(_, c)| c),
+            frames,
+            policy.max_queue_bytes,
+            policy.close_deadline,
+            |outcome| tally(outcome, frames.len(), done),
+        ),
+    }
+}
+
+/// Counts one recipient's outcome of a run of `frames` frames.
+fn tally(outcome: Outcome, frames: usize, done: &mut Delivered) {
+    match outcome {
+        Outcome::Written => done.frames += frames as u64,
+        Outcome::Queued { conflated } => {
+            done.frames += frames as u64;
+            done.dropped[0] += u64::from(conflated);
+        }
+        Outcome::SlowConsumer { discarded } => {
+            done.slow_consumers += 1;
+            done.dropped[1] += u64::from(discarded);
+        }
+        Outcome::Dropped => done.dropped[2] += frames as u64,
     }
 }

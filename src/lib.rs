@@ -42,3 +42,4 @@ pub mod time;
 pub mod token;
 pub mod topic;
 pub mod upgrade;
+pub mod uring_send;

@@ -7,7 +7,17 @@ use std::collections::HashMap;
 
 #[test]
 fn slow_monitor_gets_the_newest_status_of_every_device() {
-    let server = Server::start(&["--max-queue-bytes", "65536"]);
+    slow_monitor_gets_the_newest_status_of_every_device_with(&[]);
+}
+
+/// The same with the batched io_uring send path.
+#[test]
+fn slow_monitor_gets_the_newest_status_of_every_device_uring() {
+    slow_monitor_gets_the_newest_status_of_every_device_with(&["--send-path", "uring"]);
+}
+
+fn slow_monitor_gets_the_newest_status_of_every_device_with(extra: &[&str]) {
+    let server = Server::start(&[&["--max-queue-bytes", "65536"], extra].concat());
     let t = token_with_devices("ops", &[], &["*"]);
     let mut monitor = Sub::connect(&server, &format!("/ws/devices/all?token={t}"), Some(4096));
     let mut publisher = Publisher::new(&server);

@@ -6,8 +6,18 @@ use std::time::Duration;
 
 #[test]
 fn thousand_subscribers_receive_thousand_events_in_order() {
+    thousand_subscribers_receive_thousand_events_in_order_with(&[]);
+}
+
+/// The same with the batched io_uring send path.
+#[test]
+fn thousand_subscribers_receive_thousand_events_in_order_uring() {
+    thousand_subscribers_receive_thousand_events_in_order_with(&["--send-path", "uring"]);
+}
+
+fn thousand_subscribers_receive_thousand_events_in_order_with(extra: &[&str]) {
     raise_nofile();
-    let server = Server::start(&[]);
+    let server = Server::start(&[&[], extra].concat());
     let token = token("fan", &["user"]);
     let mut subs = Subscribers {
         conns: (0..1000)
@@ -47,7 +57,17 @@ fn thousand_subscribers_receive_thousand_events_in_order() {
 
 #[test]
 fn a_batch_of_100_events_arrives_in_order() {
-    let server = Server::start(&[]);
+    a_batch_of_100_events_arrives_in_order_with(&[]);
+}
+
+/// The same with the batched io_uring send path.
+#[test]
+fn a_batch_of_100_events_arrives_in_order_uring() {
+    a_batch_of_100_events_arrives_in_order_with(&["--send-path", "uring"]);
+}
+
+fn a_batch_of_100_events_arrives_in_order_with(extra: &[&str]) {
+    let server = Server::start(&[&[], extra].concat());
     let mut sub = Sub::connect(
         &server,
         &format!("/ws/user?token={}", token("b", &["user"])),

@@ -6,7 +6,17 @@ use common::*;
 
 #[test]
 fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything() {
-    let server = Server::start(&["--max-queue-bytes", "262144"]);
+    stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(&[]);
+}
+
+/// The same with the batched io_uring send path.
+#[test]
+fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything_uring() {
+    stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(&["--send-path", "uring"]);
+}
+
+fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(extra: &[&str]) {
+    let server = Server::start(&[&["--max-queue-bytes", "262144"], extra].concat());
     let t = token("reader", &["user"]);
     let mut healthy = Sub::connect(&server, &format!("/ws/user?token={t}"), None);
     let mut stalled = Sub::connect(&server, &format!("/ws/user?token={t}"), Some(4096));

@@ -1,0 +1,162 @@
+//! The batched io_uring send path (`--send-path uring`): one SQE per
+//! recipient that has nothing queued, one `io_uring_enter` per broadcast
+//! (or per ring-full), instead of one `sendmsg` syscall per recipient.
+//! Sends carry `MSG_DONTWAIT`, so each completes (or fails with EAGAIN)
+//! during the submit; the completions are reaped before the dispatcher
+//! moves on, and each goes through the same `Conn::finish_direct` as a
+//! direct send. A ring of its own per shard, used only by the dispatcher.
+
+use std::io;
+use std::rc::Rc;
+
+use io_uring::{opcode, types, IoUring};
+
+use crate::broadcast::Event;
+use crate::conn::{Conn, Outcome};
+use crate::sockets::MAX_IOVECS;
+
+/// Submission queue entries: recipients per `io_uring_enter`.
+pub const ENTRIES: u32 = 4096;
+
+/// A shard's batched sender.
+pub struct UringSender {
+    ring: IoUring,
+    /// Recipients of the SQEs in flight; `user_data` indexes it.
+    inflight: Vec<Rc<Conn>>,
+    /// One `msghdr` and `MAX_IOVECS` iovecs per slot, for multi-frame runs;
+    /// allocated once, never moved while SQEs point at them.
+    msgs: Box<[libc::msghdr]>,
+    iovecs: Box<[libc::iovec]>,
+    /// Completion result per slot of the current round (`None`: pending).
+    results: Vec<Option<i32>>,
+}
+
+impl UringSender {
+    pub fn new() -> io::Result<UringSender> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(ENTRIES)
+            .or_else(|_| IoUring::new(ENTRIES))?;
+        // SAFETY: msghdr and iovec are plain C structs; all-zero is valid.
+        let zero_msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Ok(UringSender {
+            ring,
+            inflight: Vec::with_capacity(ENTRIES as usize),
+            msgs: vec![zero_msg; ENTRIES as usize].into_boxed_slice(),
+            iovecs: vec![zero_iov; ENTRIES as usize * MAX_IOVECS].into_boxed_slice(),
+            results: Vec::with_capacity(ENTRIES as usize),
+        })
+    }
+
+    /// Delivers `events` (one topic's consecutive events) to every
+    /// connection in `targets`; calls `tally` with each outcome.
+    pub fn send_run<'a>(
+        &mut self,
+        targets: impl Iterator<Item = &'a Rc<Conn>>,
+        events: &[&Event],
+        max_queue: usize,
+        close_deadline: u32,
+        mut tally: impl FnMut(Outcome),
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let sent = &events[..events.len().min(MAX_IOVECS)];
+        for conn in targets {
+            if !conn.direct_ready() {
+                tally(conn.send_shared(events, max_queue, close_deadline));
+                continue;
+            }
+            if self.inflight.len() == ENTRIES as usize {
+                self.complete(events, max_queue, close_deadline, &mut tally);
+            }
+            let slot = self.inflight.len();
+            let entry = self.entry(slot, conn.fd(), sent);
+            // SAFETY: the buffers (frames held by `events`, and this slot's
+            // msghdr/iovecs) outlive the SQE: `complete` reaps it before
+            // this function returns.
+            let pushed = unsafe { self.ring.submission().push(&entry) };
+            if pushed.is_err() {
+                // Cannot happen (the ring holds ENTRIES); fall back anyway.
+                tally(conn.send_shared(events, max_queue, close_deadline));
+                continue;
+            }
+            self.inflight.push(conn.clone());
+        }
+        self.complete(events, max_queue, close_deadline, &mut tally);
+    }
+
+    /// The SQE sending `frames` to `fd`, using slot `slot`'s storage.
+    fn entry(&mut self, slot: usize, fd: i32, frames: &[&Event]) -> io_uring::squeue::Entry {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        if let [event] = frames {
+            return opcode::Send::new(types::Fd(fd), event.frame.as_ptr(), event.frame.len() as u32)
+                .flags(flags)
+                .build()
+                .user_data(slot as u64);
+        }
+        let iovs = &mut self.iovecs[slot * MAX_IOVECS..(slot + 1) * MAX_IOVECS];
+        for (iov, event) in iovs.iter_mut().zip(frames) {
+            iov.iov_base = event.frame.as_ptr() as *mut libc::c_void;
+            iov.iov_len = event.frame.len();
+        }
+        let msg = &mut self.msgs[slot];
+        msg.msg_iov = iovs.as_mut_ptr();
+        msg.msg_iovlen = frames.len() as _;
+        opcode::SendMsg::new(types::Fd(fd), msg as *const libc::msghdr)
+            .flags(flags as u32)
+            .build()
+            .user_data(slot as u64)
+    }
+
+    /// Submits what is queued, waits for every completion and settles each
+    /// recipient.
+    fn complete(
+        &mut self,
+        events: &[&Event],
+        max_queue: usize,
+        close_deadline: u32,
+        tally: &mut impl FnMut(Outcome),
+    ) {
+        let want = self.inflight.len();
+        if want == 0 {
+            return;
+        }
+        let mut done = 0;
+        self.results.clear();
+        self.results.resize(want, None);
+        while done < want {
+            if let Err(e) = self.ring.submit_and_wait(want - done) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // The ring failed: the pending ones are settled below as
+                // would-block, so their frames are queued, not lost.
+                tracing::warn!(error = %e, "io_uring submit failed");
+                break;
+            }
+            for cqe in self.ring.completion() {
+                if let Some(result) = self.results.get_mut(cqe.user_data() as usize) {
+                    if result.is_none() {
+                        *result = Some(cqe.result());
+                        done += 1;
+                    }
+                }
+            }
+        }
+        // Frames past the first MAX_IOVECS were not in the SQE: as after a
+        // direct send, finish_direct queues them.
+        for (conn, result) in self.inflight.drain(..).zip(&self.results) {
+            let result = match result.unwrap_or(-libc::EAGAIN) {
+                n if n >= 0 => Ok(n as usize),
+                e => Err(io::Error::from_raw_os_error(-e)),
+            };
+            tally(conn.finish_direct(events, result, max_queue, close_deadline));
+        }
+    }
+}
