@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::payload;
 
+/// Longest wait for the next answer before the publisher gives up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What to publish.
 pub struct PublishPlan {
     pub target: SocketAddr,
@@ -36,6 +39,9 @@ pub fn run(plan: &PublishPlan) -> std::io::Result<Published> {
     let stream = TcpStream::connect(plan.target)?;
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
+    // A server that stops answering must not stall the run.
+    reader.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     let events = plan.events;
     let answers = thread::spawn(move || read_answers(reader, events));
     let mut writer = std::io::BufWriter::with_capacity(256 * 1024, stream);
@@ -86,9 +92,21 @@ fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
     let mut error = None;
     for _ in 0..count {
         let mut status = String::new();
-        if reader.read_line(&mut status).unwrap_or(0) == 0 {
-            error.get_or_insert_with(|| "publisher connection closed".to_string());
-            break;
+        match reader.read_line(&mut status) {
+            Ok(0) => {
+                error.get_or_insert_with(|| "publisher connection closed".to_string());
+                break;
+            }
+            Err(e) => {
+                error.get_or_insert_with(|| {
+                    format!(
+                        "no answer to publish request {} within {ANSWER_TIMEOUT:?}: {e}",
+                        accepted + 1
+                    )
+                });
+                break;
+            }
+            Ok(_) => {}
         }
         let mut length = 0usize;
         let mut chunked = false;

@@ -23,7 +23,16 @@ fn main() -> std::io::Result<()> {
     println!("floor listening on {}", listener.local_addr()?);
     let subscribers: Subscribers = Arc::default();
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(_) => {
+                // Out of descriptors: clients of an earlier run are gone
+                // but their sockets are only noticed here.
+                prune_closed(&subscribers);
+                thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
         stream.set_nodelay(true).ok();
         let subscribers = subscribers.clone();
         // Handshakes on their own short-lived thread; a publisher keeps its
@@ -92,5 +101,23 @@ fn broadcast(frame: &[u8], subscribers: &Subscribers) {
             sent += n as usize;
         }
         true
+    });
+}
+
+/// Drops the sockets whose peer has closed (a non-blocking peek reads EOF).
+fn prune_closed(subscribers: &Subscribers) {
+    let mut subs = subscribers.lock().unwrap_or_else(|e| e.into_inner());
+    subs.retain(|s| {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a local on a socket we own.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n != 0 && !(n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN))
     });
 }
