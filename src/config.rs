@@ -164,8 +164,8 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// How fan-out writes to sockets: `direct` (sendmsg per recipient) or
-    /// `uring` (batched io_uring sends); see the README's measurements.
+    /// How fan-out writes to sockets: `uring` (default: batched io_uring
+    /// sends) or `direct` (sendmsg per recipient); see the README's measurements.
     #[arg(long, env = "SHARDCAST_SEND_PATH", value_enum)]
     pub send_path: Option<SendPathKind>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `shardcast=debug`).
@@ -394,7 +394,7 @@ impl Config {
             pin: !args.no_pin && file.pin.unwrap_or(true),
             dev_mode,
             log_format: pick!(log_format).unwrap_or(LogFormat::Human),
-            send_path: pick!(send_path).unwrap_or(SendPathKind::Direct),
+            send_path: pick!(send_path).unwrap_or(SendPathKind::Uring),
             log: pick!(log).unwrap_or_else(|| "info".to_string()),
         };
         if config.idle_timeout <= config.heartbeat_interval {

@@ -10,7 +10,8 @@
 //!
 //! **Write path.** Server frames are encoded once ([`frame`]); a writer calls
 //! `Conn::send`, which writes inline when the connection has nothing queued
-//! and only queues (and wakes the driver) when the socket is full.
+//! and only queues (and wakes the driver) when the socket is full. Fan-out
+//! ([`dispatch`]) batches those writes through io_uring ([`uring_send`]).
 //!
 //! **Around them.** [`config`] (flags, env, TOML, dev mode), [`limits`]
 //! (rlimits), [`stats`] (per-shard counters summed on request), [`token`]

@@ -106,6 +106,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         memlock = limits.memlock,
         connection_capacity = limits.connection_capacity(),
         max_connections = config.max_connections,
+        send_path = ?config.send_path,
         "listening"
     );
     announce(&config, addr, admin_addr);

@@ -10,10 +10,10 @@ fn slow_monitor_gets_the_newest_status_of_every_device() {
     slow_monitor_gets_the_newest_status_of_every_device_with(&[]);
 }
 
-/// The same with the batched io_uring send path.
+/// The same with one sendmsg per recipient (`--send-path direct`).
 #[test]
-fn slow_monitor_gets_the_newest_status_of_every_device_uring() {
-    slow_monitor_gets_the_newest_status_of_every_device_with(&["--send-path", "uring"]);
+fn slow_monitor_gets_the_newest_status_of_every_device_direct() {
+    slow_monitor_gets_the_newest_status_of_every_device_with(&["--send-path", "direct"]);
 }
 
 fn slow_monitor_gets_the_newest_status_of_every_device_with(extra: &[&str]) {

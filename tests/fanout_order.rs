@@ -9,10 +9,10 @@ fn thousand_subscribers_receive_thousand_events_in_order() {
     thousand_subscribers_receive_thousand_events_in_order_with(&[]);
 }
 
-/// The same with the batched io_uring send path.
+/// The same with one sendmsg per recipient (`--send-path direct`).
 #[test]
-fn thousand_subscribers_receive_thousand_events_in_order_uring() {
-    thousand_subscribers_receive_thousand_events_in_order_with(&["--send-path", "uring"]);
+fn thousand_subscribers_receive_thousand_events_in_order_direct() {
+    thousand_subscribers_receive_thousand_events_in_order_with(&["--send-path", "direct"]);
 }
 
 fn thousand_subscribers_receive_thousand_events_in_order_with(extra: &[&str]) {
@@ -60,10 +60,10 @@ fn a_batch_of_100_events_arrives_in_order() {
     a_batch_of_100_events_arrives_in_order_with(&[]);
 }
 
-/// The same with the batched io_uring send path.
+/// The same with one sendmsg per recipient (`--send-path direct`).
 #[test]
-fn a_batch_of_100_events_arrives_in_order_uring() {
-    a_batch_of_100_events_arrives_in_order_with(&["--send-path", "uring"]);
+fn a_batch_of_100_events_arrives_in_order_direct() {
+    a_batch_of_100_events_arrives_in_order_with(&["--send-path", "direct"]);
 }
 
 fn a_batch_of_100_events_arrives_in_order_with(extra: &[&str]) {

@@ -9,10 +9,10 @@ fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything() {
     stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(&[]);
 }
 
-/// The same with the batched io_uring send path.
+/// The same with one sendmsg per recipient (`--send-path direct`).
 #[test]
-fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything_uring() {
-    stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(&["--send-path", "uring"]);
+fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything_direct() {
+    stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(&["--send-path", "direct"]);
 }
 
 fn stalled_reader_is_disconnected_while_healthy_reader_gets_everything_with(extra: &[&str]) {
