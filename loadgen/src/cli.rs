@@ -1,4 +1,7 @@
-//! loadgen's command line: the scenarios and their flags.
+//! loadgen's command line: the scenarios, their flags and the parsing of
+//! the flags' values.
+
+use std::net::{Ipv4Addr, SocketAddr};
 
 use clap::{Parser, Subcommand};
 
@@ -145,4 +148,67 @@ pub struct Args {
     /// Write a latency-by-percentile plot here (SVG).
     #[arg(long)]
     pub svg: Option<String>,
+}
+
+/// `--rate`: events per second, or `None` for `max` (back to back).
+pub fn parse_rate(text: &str) -> Result<Option<f64>, String> {
+    match text {
+        "max" => Ok(None),
+        r => r
+            .parse::<f64>()
+            .ok()
+            .filter(|r| *r > 0.0 && r.is_finite())
+            .map(Some)
+            .ok_or_else(|| format!("--rate must be a positive number or 'max' (got '{text}')")),
+    }
+}
+
+/// `--target`/`--publish-target`: `http://IP:PORT`.
+pub fn parse_target(text: Option<&str>) -> Result<SocketAddr, String> {
+    let text = text.ok_or("give --target http://HOST:PORT or --spawn")?;
+    let addr = text.trim_start_matches("http://").trim_end_matches('/');
+    addr.parse()
+        .map_err(|_| format!("--target: '{text}' is not http://IP:PORT"))
+}
+
+/// `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3`.
+pub fn parse_ips(text: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let bad = || format!("--source-ips: '{text}' is not A.B.C.D[-A.B.C.E][,…]");
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (Ipv4Addr, Ipv4Addr) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if u32::from(b) < u32::from(a) || u32::from(b) - u32::from(a) > 65_535 {
+                    return Err(bad());
+                }
+                out.extend((u32::from(a)..=u32::from(b)).map(Ipv4Addr::from));
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_expand_and_bad_ones_are_named() {
+        let ips = parse_ips("127.0.0.2-127.0.0.4,127.0.1.1").unwrap();
+        assert_eq!(ips.len(), 4);
+        assert_eq!(ips[3], Ipv4Addr::new(127, 0, 1, 1));
+        assert!(parse_ips("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_ips("localhost").unwrap_err().contains("--source-ips"));
+    }
+
+    #[test]
+    fn rates_are_positive_or_max() {
+        assert_eq!(parse_rate("max").unwrap(), None);
+        assert_eq!(parse_rate("2.5").unwrap(), Some(2.5));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 }

@@ -11,6 +11,7 @@ mod devices;
 mod fleet;
 mod limits;
 mod payload;
+mod progress;
 mod publisher;
 mod report;
 mod scenario;

@@ -3,16 +3,15 @@
 //! drain, stop everything and build the report. Every phase has a
 //! deadline, so a run always ends by itself.
 
-use std::io::IsTerminal;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::cli::{Args, Kind, DEV_API_KEY, DEV_JWT_SECRET};
+use crate::cli::{parse_ips, parse_rate, parse_target, Args, Kind, DEV_API_KEY, DEV_JWT_SECRET};
 use crate::client::Plan;
-use crate::fleet::{Fleet, View};
+use crate::fleet::Fleet;
+use crate::progress::Line;
 use crate::report::{Percentiles, Report};
 use crate::stats::WorkerStats;
 use crate::{devices, limits, payload, publisher, server};
@@ -157,13 +156,15 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     let report = build_report(
         kind,
         args,
-        &total,
-        sent,
-        rate,
-        device_count,
-        connect_secs,
-        cpu_before.zip(cpu_after),
-        rss,
+        Measured {
+            total: &total,
+            sent,
+            rate,
+            devices: device_count,
+            connect_secs,
+            cpu: cpu_before.zip(cpu_after),
+            rss,
+        },
     );
     let histogram = if kind == Kind::ConnectStorm {
         total.handshake
@@ -280,18 +281,28 @@ fn device_plan(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_report(
-    kind: Kind,
-    args: &Args,
-    total: &WorkerStats,
+/// What a run measured, before it becomes a report.
+struct Measured<'a> {
+    total: &'a WorkerStats,
     sent: Option<SendOutcome>,
     rate: Option<f64>,
     devices: u64,
     connect_secs: f64,
+    /// Server CPU ticks before and after sending.
     cpu: Option<(u64, u64)>,
     rss: Option<u64>,
-) -> Report {
+}
+
+fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
+    let Measured {
+        total,
+        sent,
+        rate,
+        devices,
+        connect_secs,
+        cpu,
+        rss,
+    } = m;
     let (published, publish_errors, start_ns) = match &sent {
         Some(s) => (s.accepted, s.error.clone(), s.start_ns),
         None => (0, None, 0),
@@ -347,64 +358,6 @@ fn build_report(
     }
 }
 
-/// The live progress line on a terminal (nothing when stderr is not one).
-struct Line {
-    tty: bool,
-    conns: u64,
-    shown: bool,
-    last: (Instant, u64),
-}
-
-impl Line {
-    fn new(conns: u64) -> Line {
-        Line {
-            tty: std::io::stderr().is_terminal(),
-            conns,
-            shown: false,
-            last: (Instant::now(), 0),
-        }
-    }
-
-    /// Polls the workers until `done` or `deadline`, redrawing the line.
-    fn wait(&mut self, fleet: &Fleet, phase: &str, deadline: Instant, done: impl Fn(&View) -> bool) -> View {
-        let mut drawn = Instant::now() - Duration::from_secs(1);
-        loop {
-            let view = fleet.totals();
-            if done(&view) || view.gone || Instant::now() >= deadline {
-                return view;
-            }
-            if self.tty && drawn.elapsed() >= Duration::from_millis(250) {
-                drawn = Instant::now();
-                self.draw(phase, &view);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn draw(&mut self, phase: &str, v: &View) {
-        let (at, before) = self.last;
-        let per_sec = (v.received - before.min(v.received)) as f64 / at.elapsed().as_secs_f64().max(1e-3);
-        self.last = (Instant::now(), v.received);
-        let _ = write!(
-            std::io::stderr(),
-            "\r\x1b[K{phase}: conns {}/{} (failed {})  deliveries {} ({per_sec:.0}/s)  p99 {:.2} ms",
-            v.connected,
-            self.conns,
-            v.failed,
-            v.received,
-            v.p99_ns as f64 / 1e6
-        );
-        self.shown = true;
-    }
-
-    fn finish(&mut self) {
-        if self.shown {
-            eprintln!();
-            self.shown = false;
-        }
-    }
-}
-
 /// A JWT for loadgen's connections.
 fn mint_token(secret: &str, sub: &str, types: &[&str], device_rights: &[&str]) -> Result<String, String> {
     #[derive(serde::Serialize)]
@@ -426,65 +379,4 @@ fn mint_token(secret: &str, sub: &str, types: &[&str], device_rights: &[&str]) -
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .map_err(|e| format!("cannot mint a token: {e}"))
-}
-
-fn parse_rate(text: &str) -> Result<Option<f64>, String> {
-    match text {
-        "max" => Ok(None),
-        r => r
-            .parse::<f64>()
-            .ok()
-            .filter(|r| *r > 0.0 && r.is_finite())
-            .map(Some)
-            .ok_or_else(|| format!("--rate must be a positive number or 'max' (got '{text}')")),
-    }
-}
-
-fn parse_target(text: Option<&str>) -> Result<SocketAddr, String> {
-    let text = text.ok_or("give --target http://HOST:PORT or --spawn")?;
-    let addr = text.trim_start_matches("http://").trim_end_matches('/');
-    addr.parse()
-        .map_err(|_| format!("--target: '{text}' is not http://IP:PORT"))
-}
-
-/// `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3`.
-pub fn parse_ips(text: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let bad = || format!("--source-ips: '{text}' is not A.B.C.D[-A.B.C.E][,…]");
-    let mut out = Vec::new();
-    for part in text.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (Ipv4Addr, Ipv4Addr) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if u32::from(b) < u32::from(a) || u32::from(b) - u32::from(a) > 65_535 {
-                    return Err(bad());
-                }
-                out.extend((u32::from(a)..=u32::from(b)).map(Ipv4Addr::from));
-            }
-            None => out.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn source_ranges_expand_and_bad_ones_are_named() {
-        let ips = parse_ips("127.0.0.2-127.0.0.4,127.0.1.1").unwrap();
-        assert_eq!(ips.len(), 4);
-        assert_eq!(ips[3], Ipv4Addr::new(127, 0, 1, 1));
-        assert!(parse_ips("127.0.0.9-127.0.0.2").is_err());
-        assert!(parse_ips("localhost").unwrap_err().contains("--source-ips"));
-    }
-
-    #[test]
-    fn rates_are_positive_or_max() {
-        assert_eq!(parse_rate("max").unwrap(), None);
-        assert_eq!(parse_rate("2.5").unwrap(), Some(2.5));
-        assert!(parse_rate("0").is_err());
-        assert!(parse_rate("fast").is_err());
-    }
 }
