@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::auth::{self, AuthError};
 use crate::broadcast::Batch;
-use crate::conn::{self, Role};
+use crate::conn::Role;
 use crate::http::{self, HttpError, Request};
 use crate::queue::Chunk;
 use crate::route::{self, Endpoint, RouteError};
@@ -135,7 +135,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port) {
                 if let Some(claims) = &up.claims {
                     conn.exp.set(claims.exp.min(u32::MAX as u64) as u32);
                 }
-                glommio::spawn_local(conn::run(shard, stream, conn, leftover, up.role, up.claims)).detach();
+                glommio::spawn_local(crate::driver::run(
+                    shard, stream, conn, leftover, up.role, up.claims,
+                ))
+                .detach();
                 return;
             }
         }

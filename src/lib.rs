@@ -5,8 +5,8 @@
 //! listener; [`handler`] reads bounded HTTP/1.1 requests ([`http`]), routes
 //! them ([`route`]) and answers plain ones or checks the upgrade
 //! ([`upgrade`]). An upgraded socket becomes a [`conn`]: registered in its
-//! shard, driven by one task that reads client frames ([`protocol`]) and
-//! flushes its bounded outbound [`queue`].
+//! shard, driven by one task ([`driver`]) that reads client frames
+//! ([`protocol`]) and flushes its bounded outbound [`queue`].
 //!
 //! **Write path.** Server frames are encoded once ([`frame`]); a writer calls
 //! `Conn::send`, which writes inline when the connection has nothing queued
@@ -24,6 +24,7 @@ pub mod config;
 pub mod conn;
 pub mod devices;
 pub mod dispatch;
+pub mod driver;
 pub mod frame;
 pub mod handler;
 pub mod http;

@@ -1,0 +1,379 @@
+//! The task that drives one upgraded connection's socket until it closes:
+//! flush queued frames with vectored sends, read and answer client frames
+//! (`handle`), run the close handshake, then unregister.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use crate::client_msg::{self, Action};
+use crate::conn::{Conn, Role, State};
+use crate::devices;
+use crate::frame::{self, Control, Data, OpCode};
+use crate::protocol::{Message, ProtocolError, Receiver};
+use crate::queue::Chunk;
+use crate::shard::Shard;
+use crate::sockets::{self, MAX_IOVECS};
+use crate::token::Claims;
+
+/// Frames read per wake-up before the driver yields to other connections.
+const READ_BUDGET: usize = 16;
+
+/// The task that drives one upgraded connection until it closes. `leftover`
+/// holds bytes that arrived after the upgrade request.
+///
+/// The driver is the task's whole state (no async fn around it), so an idle
+/// connection's task is only the few words below.
+pub fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    conn: Rc<Conn>,
+    leftover: Vec<u8>,
+    role: Role,
+    claims: Option<Claims>,
+) -> Driver {
+    let mut driver = Driver {
+        claims: claims.map(Box::new),
+        rx: Receiver::default(),
+        inbuf: None,
+        stream,
+        conn,
+        shard,
+    };
+    driver.conn.role.set(role);
+    if !leftover.is_empty() {
+        let mut pending = leftover;
+        let used = driver.consume(&mut pending);
+        pending.drain(..used);
+        if !pending.is_empty() {
+            driver.inbuf = Some(Box::new(pending));
+        }
+    }
+    driver
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let done = self.as_mut().get_mut().drive(cx);
+        if done.is_ready() {
+            let this = self.get_mut();
+            this.conn.kill();
+            this.shard.unregister(&this.conn);
+            if let (Some(claims), true) = (&this.claims, this.shard.config.max_connections_per_user > 0) {
+                this.shard.board.release_user_slot(&claims.sub);
+            }
+            if let Some(device) = this.conn.device.get() {
+                let now = crate::time::now_rfc3339();
+                if let Ok(events) = devices::events(device, &devices::bare("offline"), &now) {
+                    this.shard.publish_later(events);
+                }
+            }
+            // FIN rather than RST where the peer has read everything; the
+            // descriptor itself closes when the task drops the stream.
+            // SAFETY: shutdown(2) on the socket this driver owns.
+            unsafe { libc::shutdown(this.stream.as_raw_fd(), libc::SHUT_WR) };
+        }
+        done
+    }
+}
+
+/// The future of one connection's task; see [`run`].
+pub struct Driver {
+    stream: TcpStream,
+    conn: Rc<Conn>,
+    shard: Rc<Shard>,
+    rx: Receiver,
+    /// The client's token claims (room rights, refresh); boxed: 8 bytes idle.
+    claims: Option<Box<Claims>>,
+    /// Bytes of a frame not yet complete; `None` (no allocation) when idle.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes instead of 24 in every idle connection's task"
+    )]
+    inbuf: Option<Box<Vec<u8>>>,
+}
+
+impl Driver {
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..READ_BUDGET {
+            let write_blocked = self.flush(cx);
+            match self.conn.state() {
+                State::Dead => return Poll::Ready(()),
+                State::Finishing if !self.conn.has_queued() => return Poll::Ready(()),
+                _ => {}
+            }
+            // Backpressure: a client whose replies pile up is not read from
+            // until its socket drains.
+            if write_blocked && self.conn.queued_bytes() >= self.shard.config.max_queue_bytes {
+                self.park(cx);
+                return Poll::Pending;
+            }
+            let scratch = self.shard.scratch.clone();
+            let mut scratch = scratch.borrow_mut();
+            match Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..]) {
+                Poll::Pending => {
+                    self.park(cx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.conn.kill();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.conn.last_seen.set(self.shard.clock());
+                    self.receive(&mut scratch[..n]);
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn park(&self, cx: &Context<'_>) {
+        self.conn.waker.set(Some(cx.waker().clone()));
+    }
+
+    /// Writes queued frames, many per syscall. Returns true when the socket
+    /// is full and glommio will wake us once it drains.
+    fn flush(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let mut out = self.conn.out.borrow_mut();
+            let Some(queue) = out.as_mut() else {
+                return false;
+            };
+            if queue.is_empty() {
+                *out = None;
+                return false;
+            }
+            let result = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = queue.io_slices(&mut slices);
+                match sockets::send_vectored(self.stream.as_raw_fd(), &slices[..n]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Let glommio arm write readiness (it retries the send first).
+                        Pin::new(&mut self.stream).poll_write(cx, &slices[0])
+                    }
+                    other => Poll::Ready(other),
+                }
+            };
+            match result {
+                Poll::Ready(Ok(written)) => queue.consume(written),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => {
+                    drop(out);
+                    self.conn.kill();
+                    return false;
+                }
+                Poll::Pending => return true,
+            }
+        }
+    }
+
+    /// Handles `n` fresh bytes in `data`, keeping an incomplete frame's tail.
+    fn receive(&mut self, data: &mut [u8]) {
+        match self.inbuf.take() {
+            None => {
+                let used = self.consume(data);
+                if used < data.len() && self.conn.state() != State::Dead {
+                    self.inbuf = Some(Box::new(data[used..].to_vec()));
+                }
+            }
+            Some(mut pending) => {
+                pending.extend_from_slice(data);
+                let used = self.consume(&mut pending);
+                pending.drain(..used);
+                if !pending.is_empty() {
+                    self.inbuf = Some(pending);
+                }
+            }
+        }
+    }
+
+    /// Parses and handles whole frames at the start of `data`; returns the
+    /// bytes used. After a protocol error the rest is discarded.
+    fn consume(&mut self, data: &mut [u8]) -> usize {
+        let mut pos = 0;
+        while pos < data.len() {
+            let state = self.conn.state();
+            if matches!(state, State::Finishing | State::Dead) {
+                return data.len();
+            }
+            match self
+                .rx
+                .next(&mut data[pos..], self.shard.config.max_message_bytes)
+            {
+                Ok(None) => break,
+                Ok(Some((used, message))) => {
+                    pos += used;
+                    if let Some(message) = message {
+                        handle(
+                            &self.conn,
+                            &self.shard,
+                            self.conn.role.get(),
+                            &mut self.claims,
+                            state,
+                            message,
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.fail(&e);
+                    return data.len();
+                }
+            }
+        }
+        pos
+    }
+
+    fn fail(&self, error: &ProtocolError) {
+        tracing::debug!(conn = self.conn.key, %error, "closing on protocol error");
+        if self.conn.state() == State::Open {
+            let deadline = self.shard.clock() + self.shard.close_timeout_secs();
+            self.conn.close(error.close_code(), error.reason(), deadline);
+        } else {
+            self.conn.kill();
+        }
+    }
+}
+
+/// Answers a bad message; closes with 1008 a client that keeps sending them.
+fn bad_message(conn: &Conn, shard: &Shard, reply: &str) {
+    send_text(conn, reply);
+    if conn.strike() {
+        conn.close(
+            1008,
+            "too many bad messages",
+            shard.clock() + shard.close_timeout_secs(),
+        );
+    }
+}
+
+fn send_text(conn: &Conn, text: &str) {
+    conn.send(Chunk::Owned(frame::encode(
+        OpCode::Data(Data::Text),
+        text.as_bytes(),
+    )));
+}
+
+/// `{"type":"refresh"}`: adopt a valid token for the same subject.
+fn refresh(conn: &Rc<Conn>, shard: &Shard, claims: &mut Option<Box<Claims>>, token: &str) {
+    let reply = match shard.verifier.verify(token) {
+        Ok(new) if claims.as_ref().is_some_and(|old| old.sub == new.sub) => {
+            conn.exp.set(new.exp.min(u32::MAX as u64) as u32);
+            conn.expiry_notified.set(false);
+            // From the clamped u32: an absurd `exp` must not overflow SystemTime.
+            let expires = crate::time::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(conn.exp.get().into()),
+            );
+            *claims = Some(Box::new(new));
+            format!(r#"{{"type":"refreshed","expires_at":"{expires}"}}"#)
+        }
+        Ok(_) => client_msg::error("forbidden", "the new token is for another subject", None),
+        Err(e) => client_msg::error("invalid_token", &e.to_string(), None),
+    };
+    send_text(conn, &reply);
+}
+
+/// Acts on one complete message from the client.
+fn handle(
+    conn: &Rc<Conn>,
+    shard: &Shard,
+    role: Role,
+    claims: &mut Option<Box<Claims>>,
+    state: State,
+    message: Message<'_>,
+) {
+    match (state, message) {
+        (State::Open, Message::Text(payload)) => match role {
+            Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Text), payload))),
+            Role::Monitor => {}
+            Role::Client | Role::Device => {
+                // The payload is ours to parse in place (simd-json mutates it).
+                let mut text = payload.to_vec();
+                let now = crate::time::now_rfc3339();
+                let sender = client_msg::Sender {
+                    now: &now,
+                    device: conn.device.get().map(|d| d.as_str()),
+                    claims: claims.as_deref(),
+                };
+                match client_msg::handle(&mut text, &sender) {
+                    Action::Reply(reply) => send_text(conn, &reply),
+                    Action::Error(reply) => bad_message(conn, shard, &reply),
+                    Action::Publish { events, reply } => {
+                        shard.publish_later(events);
+                        send_text(conn, &reply);
+                    }
+                    Action::Subscribe { topic, reply } => {
+                        // Bounded: the connection's own topics plus at most
+                        // `max_rooms_per_connection` rooms.
+                        let rooms = conn.room_count(&shard.registry.borrow());
+                        if rooms >= shard.config.max_rooms_per_connection {
+                            let message = format!(
+                                "at most {} rooms per connection",
+                                shard.config.max_rooms_per_connection
+                            );
+                            bad_message(conn, shard, &client_msg::error("too_many_rooms", &message, None));
+                        } else {
+                            shard.subscribe(conn, &topic);
+                            send_text(conn, &reply);
+                        }
+                    }
+                    Action::Unsubscribe { topic, reply } => {
+                        shard.unsubscribe(conn, &topic);
+                        send_text(conn, &reply);
+                    }
+                    Action::Refresh { token } => refresh(conn, shard, claims, &token),
+                }
+            }
+        },
+        (State::Open, Message::Binary(payload)) => match role {
+            Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Binary), payload))),
+            Role::Monitor => {}
+            Role::Client | Role::Device => bad_message(conn, shard, &client_msg::binary_reply()),
+        },
+        (State::Open, Message::Ping(payload)) => {
+            conn.send(Chunk::Owned(frame::encode(
+                OpCode::Control(Control::Pong),
+                payload,
+            )));
+        }
+        (State::Open, Message::Close(code, _)) => {
+            // Echo the peer's code; the server then drops TCP first (RFC 6455 §7.1.1).
+            let reply = match code {
+                Some(code) => frame::close(code, ""),
+                None => frame::encode(OpCode::Control(Control::Close), b""),
+            };
+            conn.push(Chunk::Owned(reply));
+            conn.note_reason(crate::metrics::CLIENT_CLOSE);
+            conn.close_deadline
+                .set(shard.clock() + shard.close_timeout_secs());
+            if conn.state() == State::Open {
+                conn.state.set(State::Finishing);
+            }
+        }
+        (State::Closing, Message::Close(..)) => conn.state.set(State::Finishing),
+        // Pongs only refresh liveness; data after our close frame is ignored.
+        _ => {}
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// The task of an idle connection (driver + glommio's task header) must
+    /// fit mimalloc's 224-byte class (`bench/idle-rss`).
+    #[test]
+    fn idle_connection_task_stays_small() {
+        assert!(
+            std::mem::size_of::<super::Driver>() <= 160,
+            "{}",
+            std::mem::size_of::<super::Driver>()
+        );
+    }
+}
