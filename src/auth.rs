@@ -149,17 +149,7 @@ mod tests {
     use std::time::Duration;
 
     fn request(headers: &[(&str, &str)], query: Option<&str>) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/".into(),
-            query: query.map(String::from),
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
+        Request::get("/", query, headers)
     }
 
     fn verifier(secret: &str) -> Verifier {

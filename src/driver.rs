@@ -364,6 +364,7 @@ fn handle(
         _ => {}
     }
 }
+
 #[cfg(test)]
 mod tests {
     /// The task of an idle connection (driver + glommio's task header) must

@@ -336,7 +336,7 @@ fn check_limits(shard: &Shard, client_type: Option<u16>, user: Option<&str>) -> 
     Ok(())
 }
 
-/// Gives back the user slot of an upgrade that did not happen.
+/// Gives back the admission (and user slot) of an upgrade that did not happen.
 fn release(shard: &Shard, up: &Upgrade) {
     shard.board.leave();
     if let (Some(claims), true) = (&up.claims, shard.config.max_connections_per_user > 0) {

@@ -22,6 +22,22 @@ pub struct Request {
 }
 
 impl Request {
+    /// A GET request to `path` with `headers`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn get(path: &str, query: Option<&str>, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.map(String::from),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
     /// First value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-use crate::stats::Board;
+use crate::stats::{Board, ShardCounters};
 
 pub const CONNECTIONS: &str = "shardcast_connections";
 pub const EVENTS: &str = "shardcast_events_total";
@@ -144,84 +144,78 @@ pub fn prometheus(board: &Board) -> String {
             );
         }
     }
-    for (name, kind, help, get) in [
-        (
-            EVENTS,
-            "counter",
-            "Published events received by the shard's dispatcher.",
-            0,
-        ),
-        (
-            DELIVERIES,
-            "counter",
-            "Frames handed to local connections (written or queued).",
-            1,
-        ),
-        (
-            SLOW_CONSUMERS,
-            "counter",
-            "Connections closed with 1008 slow consumer.",
-            2,
-        ),
-    ] {
-        header(&mut out, name, kind, help);
+    let per_shard = |out: &mut String, name, kind, help, value: &dyn Fn(&ShardCounters) -> u64| {
+        header(out, name, kind, help);
         for s in 0..shards {
-            let (e, d, slow) = board.shard(s).delivery_counts();
-            let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", [e, d, slow][get]);
+            let _ = writeln!(out, "{name}{{shard=\"{s}\"}} {}", value(board.shard(s)));
         }
-    }
-    header(&mut out, OPENED, "counter", "WebSocket connections opened.");
-    for s in 0..shards {
-        let _ = writeln!(out, "{OPENED}{{shard=\"{s}\"}} {}", board.shard(s).opened_total());
-    }
-    header(
+    };
+    let by_reason =
+        |out: &mut String, name, help, reasons: &[&str], value: &dyn Fn(&ShardCounters, usize) -> u64| {
+            header(out, name, "counter", help);
+            for s in 0..shards {
+                for (i, reason) in reasons.iter().enumerate() {
+                    let n = value(board.shard(s), i);
+                    let _ = writeln!(out, "{name}{{shard=\"{s}\",reason=\"{reason}\"}} {n}");
+                }
+            }
+        };
+    per_shard(
+        &mut out,
+        EVENTS,
+        "counter",
+        "Published events received by the shard's dispatcher.",
+        &|c| c.delivery_counts().0,
+    );
+    per_shard(
+        &mut out,
+        DELIVERIES,
+        "counter",
+        "Frames handed to local connections (written or queued).",
+        &|c| c.delivery_counts().1,
+    );
+    per_shard(
+        &mut out,
+        SLOW_CONSUMERS,
+        "counter",
+        "Connections closed with 1008 slow consumer.",
+        &|c| c.delivery_counts().2,
+    );
+    per_shard(
+        &mut out,
+        OPENED,
+        "counter",
+        "WebSocket connections opened.",
+        &ShardCounters::opened_total,
+    );
+    by_reason(
         &mut out,
         CLOSED,
-        "counter",
         "WebSocket connections closed, by reason.",
+        CLOSE_REASONS,
+        &ShardCounters::closed_by,
     );
-    for s in 0..shards {
-        for (i, reason) in CLOSE_REASONS.iter().enumerate() {
-            let n = board.shard(s).closed_by(i);
-            let _ = writeln!(out, "{CLOSED}{{shard=\"{s}\",reason=\"{reason}\"}} {n}");
-        }
-    }
-    header(
+    by_reason(
         &mut out,
         DROPPED,
-        "counter",
         "Published frames not delivered, by reason.",
+        DROP_REASONS,
+        &ShardCounters::dropped,
     );
-    for s in 0..shards {
-        for (i, reason) in DROP_REASONS.iter().enumerate() {
-            let n = board.shard(s).dropped(i);
-            let _ = writeln!(out, "{DROPPED}{{shard=\"{s}\",reason=\"{reason}\"}} {n}");
-        }
-    }
-    header(
+    per_shard(
         &mut out,
         QUEUED,
         "gauge",
         "Bytes waiting in outbound queues (as of the shard's last sweep, every 500 ms).",
+        &ShardCounters::queued_bytes,
     );
-    for s in 0..shards {
-        let _ = writeln!(out, "{QUEUED}{{shard=\"{s}\"}} {}", board.shard(s).queued_bytes());
-    }
-    header(
+    by_reason(
         &mut out,
         REJECTED,
-        "counter",
         "Requests refused before or at the upgrade, by reason.",
+        REJECT_REASONS,
+        &ShardCounters::rejected,
     );
-    for s in 0..shards {
-        for (i, reason) in REJECT_REASONS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{REJECTED}{{shard=\"{s}\",reason=\"{reason}\"}} {}",
-                board.shard(s).rejected(i)
-            );
-        }
-    }
     histogram(
         &mut out,
         board,

@@ -60,11 +60,15 @@ pub fn accept(request: &Request) -> Result<Vec<u8>, UpgradeError> {
     if !is_base64_16_bytes(key) {
         return Err(UpgradeError::BadKey);
     }
+    Ok(switching_protocols(key).into_bytes())
+}
+
+/// The `101 Switching Protocols` answer to a (checked) `Sec-WebSocket-Key`.
+pub fn switching_protocols(key: &str) -> String {
     let accept = derive_accept_key(key.as_bytes());
-    Ok(format!(
+    format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     )
-    .into_bytes())
 }
 
 /// 16 bytes encode to 22 base64 characters plus `==`.
@@ -81,17 +85,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/ws/echo".into(),
-            query: None,
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-        }
+        Request::get("/ws/echo", None, headers)
     }
 
     const GOOD: [(&str, &str); 4] = [

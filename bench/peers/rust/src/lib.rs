@@ -1,8 +1,9 @@
 //! Shared parts of the Rust benchmark peers (`peer-tokio`, `peer-floor`):
 //! the publish request and the client envelope, byte for byte what
-//! shardcast sends, so every peer moves the same bytes.
+//! shardcast sends (its own frame, time and handshake functions), so every
+//! peer moves the same bytes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use shardcast::frame::{Data, OpCode};
 
 /// The envelope clients receive for a publish body
 /// `{"topic":…,"event":…,"data":…}`, or `None` for a bad body.
@@ -13,28 +14,14 @@ pub fn envelope(body: &[u8]) -> Option<String> {
     Some(format!(
         r#"{{"event":{},"timestamp":"{}","data":{}}}"#,
         serde_json::Value::from(event),
-        rfc3339_now(),
+        shardcast::time::now_rfc3339(),
         data
     ))
 }
 
 /// An unmasked server text frame carrying `payload`.
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 10);
-    out.push(0x81);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    out
+    shardcast::frame::encode(OpCode::Data(Data::Text), payload)
 }
 
 /// One parsed HTTP request head: method, path, `Content-Length` and the
@@ -73,11 +60,7 @@ pub fn parse_head(buf: &[u8]) -> Option<(Head, usize)> {
 
 /// The `101 Switching Protocols` answer to a WebSocket key.
 pub fn switching_protocols(key: &str) -> String {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        tungstenite::handshake::derive_accept_key(key.as_bytes())
-    )
+    shardcast::upgrade::switching_protocols(key)
 }
 
 /// The answer to a publish: 202 with an id, or 400.
@@ -93,34 +76,6 @@ pub fn publish_reply(ok: bool, id: u64) -> String {
     )
 }
 
-/// Now as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T07:18:14.123Z`.
-pub fn rfc3339_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,13 +89,6 @@ mod tests {
         );
         assert!(e.ends_with(r#"","data":{"a":1}}"#), "{e}");
         assert!(envelope(b"nope").is_none());
-    }
-
-    #[test]
-    fn dates_convert() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]
