@@ -25,7 +25,7 @@ fn encode_400_byte_event_once(c: &mut Criterion) {
     g.bench_function("parse a publish body and build its frame", |b| {
         b.iter_batched(
             || template.clone(),
-            |mut body| publish::parse_one(&mut body, TS).expect("valid body"),
+            |mut body| publish::parse_one(&mut body, TS, 128).expect("valid body"),
             criterion::BatchSize::SmallInput,
         )
     });

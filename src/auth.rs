@@ -16,6 +16,8 @@ pub enum AuthError {
     Expired,
     #[error("invalid token")]
     InvalidToken,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
     #[error("missing or wrong API key")]
     BadApiKey,
     #[error("token does not allow {0}")]
@@ -26,7 +28,9 @@ impl AuthError {
     /// Status and machine-readable code.
     pub fn status(&self) -> (u16, &'static str) {
         match self {
-            AuthError::MissingToken | AuthError::InvalidToken => (401, "unauthorized"),
+            AuthError::MissingToken | AuthError::InvalidToken | AuthError::NotYetValid => {
+                (401, "unauthorized")
+            }
             AuthError::Expired => (401, "token_expired"),
             AuthError::BadApiKey => (401, "unauthorized"),
             AuthError::Forbidden(_) => (403, "forbidden"),
@@ -67,6 +71,7 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = config.jwt_leeway.as_secs();
+        validation.validate_nbf = true;
         if let Some(iss) = &config.jwt_issuer {
             validation.set_issuer(&[iss]);
         }
@@ -79,10 +84,14 @@ impl Verifier {
 
     /// The claims of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if has_crit_header(token) {
+            return Err(AuthError::InvalidToken);
+        }
         decode::<Claims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::InvalidToken,
             })
     }
@@ -91,6 +100,23 @@ impl Verifier {
     pub fn from_request(&self, request: &Request) -> Result<Claims, AuthError> {
         self.verify(token(request).ok_or(AuthError::MissingToken)?)
     }
+}
+
+/// Whether the JOSE header names critical extensions (`crit`). RFC 7515
+/// §4.1.11: a recipient must refuse extensions it does not understand, and
+/// this verifier understands none. An undecodable header counts as `crit`
+/// (the token is refused either way).
+fn has_crit_header(token: &str) -> bool {
+    use base64::Engine;
+    use simd_json::prelude::*;
+    let head = token.split('.').next().unwrap_or("");
+    let Ok(mut bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head) else {
+        return true;
+    };
+    if crate::json::check_object(&bytes, 8).is_err() {
+        return true;
+    }
+    simd_json::to_borrowed_value(&mut bytes).map_or(true, |v| v.contains_key("crit"))
 }
 
 /// The token from `Authorization: Bearer …`, else from `?token=…`.
@@ -211,6 +237,32 @@ mod tests {
         // {"alg":"none","typ":"JWT"} . {"sub":"a","exp":9999999999,"iat":0} . (no signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo5OTk5OTk5OTk5LCJpYXQiOjB9.";
         assert_eq!(verifier("s1").verify(none), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn future_nbf_and_crit_headers_are_refused() {
+        use base64::Engine;
+        let v = verifier("s1");
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        // Hand-written header and body: jsonwebtoken cannot emit `crit`.
+        let sign = |head: &str, body: &str| {
+            let input = format!("{}.{}", b64(head), b64(body));
+            let key = jsonwebtoken::EncodingKey::from_secret(b"s1");
+            let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
+            format!("{input}.{sig}")
+        };
+        let now = Claims::new("a", Duration::ZERO).iat;
+        let body = format!(r#"{{"sub":"a","exp":{},"nbf":{}}}"#, now + 600, now + 300);
+        assert_eq!(
+            v.verify(&sign(r#"{"alg":"HS256","typ":"JWT"}"#, &body)),
+            Err(AuthError::NotYetValid)
+        );
+        let body = format!(r#"{{"sub":"a","exp":{},"nbf":{}}}"#, now + 600, now - 5);
+        assert!(v.verify(&sign(r#"{"alg":"HS256","typ":"JWT"}"#, &body)).is_ok());
+        assert_eq!(
+            v.verify(&sign(r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#, &body)),
+            Err(AuthError::InvalidToken)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use simd_json::OwnedValue;
 
 use crate::broadcast::Event;
 use crate::devices::{self, StatusIn};
+use crate::json;
 use crate::publish;
 use crate::token::Claims;
 use crate::topic;
@@ -46,6 +47,10 @@ pub struct Sender<'a> {
     pub device: Option<&'a str>,
     /// The connection's token claims (room rights).
     pub claims: Option<&'a Claims>,
+    /// `max_json_depth`: deeper messages are refused before parsing.
+    pub max_depth: usize,
+    /// `max_status_bytes`: the largest encoded device status.
+    pub max_status_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -114,9 +119,14 @@ struct ErrorReply<'a> {
 
 /// Handles one text message from `sender`.
 pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
+    // Checked first: `Incoming` flattens, which buffers (recursively)
+    // whatever fields it does not name.
+    if let Err(e) = json::check_object(text, sender.max_depth) {
+        return Action::Error(error("bad_json", &e.to_string(), None));
+    }
     let message: Incoming = match simd_json::serde::from_slice(text) {
         Ok(message) => message,
-        Err(_) => return Action::Error(error("bad_json", "message is not a JSON object", None)),
+        Err(e) => return Action::Error(error("bad_json", &json::describe(&e).to_string(), None)),
     };
     let Some(kind) = message.kind.as_deref() else {
         return Action::Error(error(
@@ -156,7 +166,7 @@ pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
                     None,
                 ));
             };
-            match devices::events(device, &message.status, now) {
+            match devices::events(device, &message.status, now, sender.max_status_bytes) {
                 Ok(events) => Action::Publish {
                     events,
                     reply: to_json(&Ack {
@@ -273,6 +283,8 @@ mod tests {
             now: "T",
             device,
             claims,
+            max_depth: 16,
+            max_status_bytes: 4096,
         };
         match handle(&mut text.as_bytes().to_vec(), &sender) {
             Action::Reply(r) | Action::Error(r) => r,
@@ -306,9 +318,22 @@ mod tests {
 
     #[test]
     fn malformed_json_is_bad_json() {
-        assert!(reply("{oops", None, None).contains(r#""code":"bad_json""#));
-        assert!(reply("[1,2]", None, None).contains(r#""code":"bad_json""#));
+        assert!(reply("{oops", None, None).contains(r#""code":"bad_json","message":"invalid JSON syntax"#));
+        assert!(reply("[1,2]", None, None).contains(r#""code":"bad_json","message":"not a JSON object""#));
         assert!(reply(r#"{"x":1}"#, None, None).contains(r#""code":"bad_message""#));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!(
+            r#"{{"type":"ping","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            reply(&deep, Some("d1"), None),
+            r#"{"type":"error","code":"bad_json","message":"nesting deeper than 16"}"#
+        );
     }
 
     #[test]

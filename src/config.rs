@@ -112,6 +112,26 @@ pub struct ServeArgs {
     /// Most rooms one connection may join; past it: error `too_many_rooms`.
     #[arg(long, env = "SHARDCAST_MAX_ROOMS_PER_CONNECTION")]
     pub max_rooms_per_connection: Option<usize>,
+    /// Deepest nesting of arrays/objects in any JSON a peer sends; deeper: `bad_json`.
+    #[arg(long, env = "SHARDCAST_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
+    /// Largest encoded device status, bytes (far below the body limit); over it: 413.
+    #[arg(long, env = "SHARDCAST_MAX_STATUS_BYTES")]
+    pub max_status_bytes: Option<usize>,
+    /// Most devices whose last status is remembered; past it the least
+    /// recently updated is forgotten (and counted).
+    #[arg(long, env = "SHARDCAST_MAX_DEVICES")]
+    pub max_devices: Option<usize>,
+    /// Messages per second one connection may publish (rooms, device status); past it: `rate_limited`.
+    #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_RATE")]
+    pub client_publish_rate: Option<u32>,
+    /// Messages one connection may publish in a burst above the rate.
+    #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_BURST")]
+    pub client_publish_burst: Option<u32>,
+    /// Most accepted sockets on the public port, HTTP and WebSocket alike
+    /// (0: the open-file limit less a reserve); past it: 503 at once.
+    #[arg(long, env = "SHARDCAST_MAX_SOCKETS")]
+    pub max_sockets: Option<u64>,
     /// Interval of server pings to each connection (e.g. 25s).
     #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<String>,
@@ -192,6 +212,12 @@ struct FileConfig {
     max_connections: Option<u64>,
     max_connections_per_type: Option<u64>,
     max_connections_per_user: Option<u32>,
+    max_json_depth: Option<usize>,
+    max_status_bytes: Option<usize>,
+    max_devices: Option<usize>,
+    client_publish_rate: Option<u32>,
+    client_publish_burst: Option<u32>,
+    max_sockets: Option<u64>,
     heartbeat_interval: Option<String>,
     idle_timeout: Option<String>,
     token_expiry_notice: Option<String>,
@@ -236,6 +262,13 @@ pub struct Config {
     pub max_connections_from_nofile: bool,
     pub max_connections_per_type: u64,
     pub max_connections_per_user: u32,
+    pub max_json_depth: usize,
+    pub max_status_bytes: usize,
+    pub max_devices: usize,
+    pub client_publish_rate: u32,
+    pub client_publish_burst: u32,
+    /// 0 until start-up sets it from the open-file limit.
+    pub max_sockets: u64,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
     pub token_expiry_notice: Duration,
@@ -370,6 +403,19 @@ impl Config {
             max_connections_from_nofile: false,
             max_connections_per_type: pick!(max_connections_per_type).unwrap_or(0),
             max_connections_per_user: pick!(max_connections_per_user).unwrap_or(0),
+            max_json_depth: at_least("max_json_depth", pick!(max_json_depth).unwrap_or(128), 2)?,
+            max_status_bytes: at_least(
+                "max_status_bytes",
+                pick!(max_status_bytes).unwrap_or(16 << 10),
+                256,
+            )?,
+            max_devices: at_least("max_devices", pick!(max_devices).unwrap_or(10_000), 1)?,
+            client_publish_rate: positive("client_publish_rate", pick!(client_publish_rate).unwrap_or(50))?,
+            client_publish_burst: positive(
+                "client_publish_burst",
+                pick!(client_publish_burst).unwrap_or(100),
+            )?,
+            max_sockets: pick!(max_sockets).unwrap_or(0),
             heartbeat_interval: duration("heartbeat_interval", pick!(heartbeat_interval), "25s")?,
             idle_timeout: duration("idle_timeout", pick!(idle_timeout), "60s")?,
             close_timeout: duration("close_timeout", pick!(close_timeout), "5s")?,

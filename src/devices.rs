@@ -9,6 +9,7 @@ use simd_json::OwnedValue;
 
 use crate::broadcast::Event;
 use crate::frame::{self, Data, OpCode};
+use crate::json::{self, JsonError};
 use crate::topic;
 
 /// Statuses a device may report.
@@ -18,7 +19,10 @@ pub const STATUSES: &[&str] = &["success", "fail", "error", "online", "offline"]
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StatusError {
     #[error("invalid JSON body: {0}")]
-    BadJson(String),
+    BadJson(JsonError),
+    /// The encoded status exceeds `max_status_bytes`.
+    #[error("status of {size} bytes exceeds the limit of {max}")]
+    TooLarge { size: usize, max: usize },
     #[error("'status' must be one of success, fail, error, online, offline (got '{0}')")]
     BadStatus(String),
     #[error("missing 'status' (one of success, fail, error, online, offline)")]
@@ -31,6 +35,7 @@ impl StatusError {
     pub fn status(&self) -> (u16, &'static str) {
         match self {
             StatusError::BadJson(_) => (400, "bad_json"),
+            StatusError::TooLarge { .. } => (413, "status_too_large"),
             _ => (400, "bad_status"),
         }
     }
@@ -70,9 +75,10 @@ impl StatusIn {
     }
 }
 
-/// Parses a JSON status report body.
-pub fn parse(body: &mut [u8]) -> Result<StatusIn, StatusError> {
-    simd_json::serde::from_slice(body).map_err(|e| StatusError::BadJson(e.to_string()))
+/// Parses a JSON status report body, nesting at most `max_depth` deep.
+pub fn parse(body: &mut [u8], max_depth: usize) -> Result<StatusIn, StatusError> {
+    json::check_object(body, max_depth).map_err(StatusError::BadJson)?;
+    simd_json::serde::from_slice(body).map_err(|e| StatusError::BadJson(json::describe(&e)))
 }
 
 /// A bare status (`online`/`offline` on connect and disconnect).
@@ -84,8 +90,14 @@ pub fn bare(status: &str) -> StatusIn {
 }
 
 /// Validates `report` for `device_id` and encodes its frame once, as the two
-/// events that carry it (`devices`, `device:{id}`).
-pub fn events(device_id: &str, report: &StatusIn, now: &str) -> Result<Vec<Event>, StatusError> {
+/// events that carry it (`devices`, `device:{id}`); an encoding over
+/// `max_bytes` is refused (every monitor is sent each device's last status).
+pub fn events(
+    device_id: &str,
+    report: &StatusIn,
+    now: &str,
+    max_bytes: usize,
+) -> Result<Vec<Event>, StatusError> {
     topic::check_name(device_id).map_err(StatusError::BadDeviceId)?;
     let status = report.status.as_deref().ok_or(StatusError::MissingStatus)?;
     if !STATUSES.contains(&status) {
@@ -102,6 +114,12 @@ pub fn events(device_id: &str, report: &StatusIn, now: &str) -> Result<Vec<Event
         result: &report.result,
     };
     let json = simd_json::to_vec(&out).unwrap_or_default();
+    if json.len() > max_bytes {
+        return Err(StatusError::TooLarge {
+            size: json.len(),
+            max: max_bytes,
+        });
+    }
     let frame: Arc<[u8]> = frame::encode_shared(OpCode::Data(Data::Text), &json);
     let device: Arc<str> = Arc::from(device_id);
     Ok(vec![
@@ -129,7 +147,7 @@ mod tests {
 
     #[test]
     fn missing_fields_become_unknown_or_null() {
-        let events = events("dev-1", &bare("online"), "T").unwrap();
+        let events = events("dev-1", &bare("online"), "T", 4096).unwrap();
         assert_eq!(
             text(&events[0].frame),
             r#"{"device_id":"dev-1","mac_address":"unknown","serial_number":"unknown","status":"online","time_start":null,"time_end":null,"updated_at":"T","result":null}"#
@@ -144,27 +162,27 @@ mod tests {
     #[test]
     fn full_report_keeps_its_fields() {
         let mut body = br#"{"mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","result":"ok"}"#.to_vec();
-        let report = parse(&mut body).unwrap();
-        let events = events("d", &report, "T").unwrap();
+        let report = parse(&mut body, 128).unwrap();
+        let events = events("d", &report, "T", 4096).unwrap();
         assert!(text(&events[0].frame).contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","updated_at":"T","result":"ok""#));
     }
 
     #[test]
     fn unknown_or_missing_status_is_refused() {
         assert_eq!(
-            events("d", &bare("exploded"), "T").unwrap_err(),
+            events("d", &bare("exploded"), "T", 4096).unwrap_err(),
             StatusError::BadStatus("exploded".into())
         );
         assert_eq!(
-            events("d", &StatusIn::default(), "T").unwrap_err(),
+            events("d", &StatusIn::default(), "T", 4096).unwrap_err(),
             StatusError::MissingStatus
         );
         assert!(matches!(
-            events("a b", &bare("online"), "T"),
+            events("a b", &bare("online"), "T", 4096),
             Err(StatusError::BadDeviceId(_))
         ));
         assert!(matches!(
-            parse(&mut b"nope".to_vec()),
+            parse(&mut b"nope".to_vec(), 128),
             Err(StatusError::BadJson(_))
         ));
     }

@@ -51,12 +51,16 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
             close_deadline: shard.clock() + shard.close_timeout_secs(),
         };
         let mut devices = shard.devices.borrow_mut();
+        let mut forgotten = 0;
         for event in pending.iter().flat_map(|b| b.events.iter()) {
             if let Some(device) = &event.device {
-                devices.insert(device.clone(), event.frame.clone());
+                forgotten += devices.record(device, &event.frame);
             }
         }
         drop(devices);
+        if forgotten > 0 {
+            shard.counters().devices_forgotten(forgotten);
+        }
         let done = deliver(&shard.registry.borrow(), &pending, policy, &mut path);
         shard
             .counters()

@@ -18,7 +18,8 @@ use crate::devices;
 use crate::frame::{self, Control, Data, OpCode};
 use crate::protocol::{Message, ProtocolError, Receiver};
 use crate::queue::Chunk;
-use crate::shard::Shard;
+use crate::rate::RateBucket;
+use crate::shard::{Shard, SocketSlot};
 use crate::sockets::{self, MAX_IOVECS};
 use crate::token::Claims;
 
@@ -37,9 +38,23 @@ pub fn run(
     leftover: Vec<u8>,
     role: Role,
     claims: Option<Claims>,
+    slot: Option<SocketSlot>,
 ) -> Driver {
+    match slot {
+        Some(slot) => slot.hand_to_driver(),
+        // Upgrades are served on the public port only; count it anyway,
+        // since the driver's drop gives one back.
+        None => {
+            shard.board.try_open_socket(0);
+        }
+    }
     let mut driver = Driver {
-        claims: claims.map(Box::new),
+        session: claims.map(|claims| {
+            Box::new(Session {
+                claims,
+                publish: RateBucket::default(),
+            })
+        }),
         rx: Receiver::default(),
         inbuf: None,
         stream,
@@ -67,12 +82,12 @@ impl Future for Driver {
             let this = self.get_mut();
             this.conn.kill();
             this.shard.unregister(&this.conn);
-            if let (Some(claims), true) = (&this.claims, this.shard.config.max_connections_per_user > 0) {
-                this.shard.board.release_user_slot(&claims.sub);
+            if let (Some(session), true) = (&this.session, this.shard.config.max_connections_per_user > 0) {
+                this.shard.board.release_user_slot(&session.claims.sub);
             }
             if let Some(device) = this.conn.device.get() {
                 let now = crate::time::now_rfc3339();
-                if let Ok(events) = devices::events(device, &devices::bare("offline"), &now) {
+                if let Ok(events) = devices::events(device, &devices::bare("offline"), &now, usize::MAX) {
                     this.shard.publish_later(events);
                 }
             }
@@ -85,20 +100,35 @@ impl Future for Driver {
     }
 }
 
+/// What a token holder's connection keeps beyond its handle.
+struct Session {
+    claims: Claims,
+    /// Client publishes (room messages, statuses) within `client_publish_rate`.
+    publish: RateBucket,
+}
+
 /// The future of one connection's task; see [`run`].
 pub struct Driver {
     stream: TcpStream,
     conn: Rc<Conn>,
     shard: Rc<Shard>,
     rx: Receiver,
-    /// The client's token claims (room rights, refresh); boxed: 8 bytes idle.
-    claims: Option<Box<Claims>>,
+    /// A token holder's claims and publish budget; boxed: 8 bytes idle.
+    session: Option<Box<Session>>,
     /// Bytes of a frame not yet complete; `None` (no allocation) when idle.
     #[allow(
         clippy::box_collection,
         reason = "8 bytes instead of 24 in every idle connection's task"
     )]
     inbuf: Option<Box<Vec<u8>>>,
+}
+
+/// The socket's place under `max_sockets` is given back when the task ends,
+/// however it ends (cancelled at shutdown included).
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shard.board.close_socket();
+    }
 }
 
 impl Driver {
@@ -218,7 +248,7 @@ impl Driver {
                             &self.conn,
                             &self.shard,
                             self.conn.role.get(),
-                            &mut self.claims,
+                            &mut self.session,
                             state,
                             message,
                         );
@@ -264,16 +294,19 @@ fn send_text(conn: &Conn, text: &str) {
 }
 
 /// `{"type":"refresh"}`: adopt a valid token for the same subject.
-fn refresh(conn: &Rc<Conn>, shard: &Shard, claims: &mut Option<Box<Claims>>, token: &str) {
+fn refresh(conn: &Rc<Conn>, shard: &Shard, session: &mut Option<Box<Session>>, token: &str) {
     let reply = match shard.verifier.verify(token) {
-        Ok(new) if claims.as_ref().is_some_and(|old| old.sub == new.sub) => {
+        Ok(new) if session.as_ref().is_some_and(|old| old.claims.sub == new.sub) => {
             conn.exp.set(new.exp.min(u32::MAX as u64) as u32);
             conn.expiry_notified.set(false);
             // From the clamped u32: an absurd `exp` must not overflow SystemTime.
             let expires = crate::time::rfc3339(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(conn.exp.get().into()),
             );
-            *claims = Some(Box::new(new));
+            if let Some(session) = session {
+                // The publish budget carries over: a refresh does not reset it.
+                session.claims = new;
+            }
             format!(r#"{{"type":"refreshed","expires_at":"{expires}"}}"#)
         }
         Ok(_) => client_msg::error("forbidden", "the new token is for another subject", None),
@@ -287,7 +320,7 @@ fn handle(
     conn: &Rc<Conn>,
     shard: &Shard,
     role: Role,
-    claims: &mut Option<Box<Claims>>,
+    session: &mut Option<Box<Session>>,
     state: State,
     message: Message<'_>,
 ) {
@@ -302,14 +335,30 @@ fn handle(
                 let sender = client_msg::Sender {
                     now: &now,
                     device: conn.device.get().map(|d| d.as_str()),
-                    claims: claims.as_deref(),
+                    claims: session.as_deref().map(|s| &s.claims),
+                    max_depth: shard.config.max_json_depth,
+                    max_status_bytes: shard.config.max_status_bytes,
                 };
                 match client_msg::handle(&mut text, &sender) {
                     Action::Reply(reply) => send_text(conn, &reply),
                     Action::Error(reply) => bad_message(conn, shard, &reply),
                     Action::Publish { events, reply } => {
-                        shard.publish_later(events);
-                        send_text(conn, &reply);
+                        let (rate, burst) = (
+                            shard.config.client_publish_rate,
+                            shard.config.client_publish_burst,
+                        );
+                        let allowed = session
+                            .as_mut()
+                            .is_none_or(|s| s.publish.allow(std::time::Instant::now(), rate, burst));
+                        if allowed {
+                            shard.publish_later(events);
+                            send_text(conn, &reply);
+                        } else {
+                            shard.counters().rate_limited();
+                            let message =
+                                format!("more than {rate} publishes a second (burst {burst}); slow down");
+                            bad_message(conn, shard, &client_msg::error("rate_limited", &message, None));
+                        }
                     }
                     Action::Subscribe { topic, reply } => {
                         // Bounded: the connection's own topics plus at most
@@ -330,7 +379,7 @@ fn handle(
                         shard.unsubscribe(conn, &topic);
                         send_text(conn, &reply);
                     }
-                    Action::Refresh { token } => refresh(conn, shard, claims, &token),
+                    Action::Refresh { token } => refresh(conn, shard, session, &token),
                 }
             }
         },

@@ -6,7 +6,7 @@
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use crate::conn::Role;
 use crate::http::{self, HttpError, Request};
 use crate::queue::Chunk;
 use crate::route::{self, Endpoint, RouteError};
-use crate::shard::Shard;
+use crate::shard::{Shard, SocketSlot};
 use crate::token::Claims;
 use crate::{devices, publish, time, topic, upgrade};
 
@@ -54,8 +54,88 @@ struct Upgrade {
     claims: Option<Claims>,
 }
 
-/// Serves `stream` until it closes, times out or upgrades.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port) {
+/// How long a keep-alive connection may wait for its next request while at
+/// least three quarters of `max_sockets` are open (else `handshake_timeout`).
+const KEEP_ALIVE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+
+/// How long a refused socket is drained before it closes, so the 503 is
+/// read rather than lost to a reset.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Answers a socket past `max_sockets` with 503 at once and closes it.
+pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
+    let message = format!("server at its socket limit ({})", shard.config.max_sockets);
+    let reply = reject(
+        &shard,
+        503,
+        "too_many_connections",
+        &message,
+        false,
+        &[("Retry-After", RETRY_AFTER)],
+    );
+    if http::write_all(&mut stream, &reply).await.is_ok() {
+        // FIN, then discard what the client sent: closing with unread bytes
+        // would reset the connection and could destroy the answer.
+        // SAFETY: shutdown(2) on the socket this task owns.
+        unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+        let _ = glommio::timer::timeout(REFUSAL_LINGER, async {
+            let mut sink = [0u8; 512];
+            while matches!(futures_lite::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0) {}
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Reads the next request within `handshake_timeout`. While no byte of it
+/// has arrived and three quarters of `max_sockets` are open, the wait is
+/// cut to [`KEEP_ALIVE_UNDER_PRESSURE`], checked again every such slice,
+/// so idle keep-alive connections make room under pressure. `Err(None)`:
+/// close silently (peer gone, idle); `Err(Some(reply))`: answer, then close.
+async fn next_request(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Request, Option<Vec<u8>>> {
+    let config = &shard.config;
+    let deadline = Instant::now() + config.handshake_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = left.min(KEEP_ALIVE_UNDER_PRESSURE);
+        let read =
+            glommio::timer::timeout(slice, async { Ok(http::read_request(stream, buf, config).await) }).await;
+        match read {
+            Ok(Ok(request)) => return Ok(request),
+            Ok(Err(error)) => {
+                if let Some((status, code)) = error.status() {
+                    tracing::debug!(%error, "rejecting request");
+                    return Err(Some(reject(shard, status, code, &error.to_string(), false, &[])));
+                }
+                if !matches!(error, HttpError::Closed) {
+                    tracing::debug!(%error, "connection error before upgrade");
+                }
+                return Err(None);
+            }
+            Err(_) if buf.is_empty() => {
+                let open = shard.board.open_sockets();
+                let under_pressure = open.saturating_mul(4) >= config.max_sockets.saturating_mul(3);
+                if under_pressure || Instant::now() >= deadline {
+                    // Idle, not a request: close without an answer.
+                    return Err(None);
+                }
+            }
+            Err(_) if Instant::now() >= deadline => {
+                let msg = "request not received in time";
+                return Err(Some(reject(shard, 408, "timeout", msg, false, &[])));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Serves `stream` until it closes, times out or upgrades. `slot` counts
+/// the socket against `max_sockets` (none on the admin port).
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, slot: Option<SocketSlot>) {
     let accepted = Instant::now();
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
@@ -63,36 +143,21 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port) {
         if shard.draining() {
             return;
         }
-        let config = &shard.config;
-        let read = glommio::timer::timeout(config.handshake_timeout, async {
-            Ok(http::read_request(&mut stream, &mut buf, config).await)
-        })
-        .await;
-        let request = match read {
-            Ok(Ok(request)) => request,
-            Ok(Err(error)) => {
-                if let Some((status, code)) = error.status() {
-                    tracing::debug!(%error, "rejecting request");
-                    let reply = reject(&shard, status, code, &error.to_string(), false, &[]);
-                    let _ = http::write_all(&mut stream, &reply).await;
-                } else if !matches!(error, HttpError::Closed) {
-                    tracing::debug!(%error, "connection error before upgrade");
-                }
-                return;
-            }
-            Err(_) => {
-                // Timed out: say so only if a request had started.
-                if !buf.is_empty() {
-                    let msg = "request not received in time";
-                    let reply = reject(&shard, 408, "timeout", msg, false, &[]);
-                    let _ = http::write_all(&mut stream, &reply).await;
-                }
+        let request = match next_request(&shard, &mut stream, &mut buf).await {
+            Ok(request) => request,
+            Err(None) => return,
+            Err(Some(reply)) => {
+                let _ = http::write_all(&mut stream, &reply).await;
                 return;
             }
         };
         // The request and reply must not live on in this task's state for
         // the connection's lifetime: an idle connection should cost bytes.
-        let (reply, next) = respond(&shard, request, port).await;
+        let head_only = request.method == "HEAD";
+        let (mut reply, next) = respond(&shard, request, port).await;
+        if head_only {
+            http::strip_body(&mut reply);
+        }
         let written = http::write_all(&mut stream, &reply).await;
         drop(reply);
         if written.is_err() {
@@ -125,7 +190,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port) {
                 }
                 if let Some(device) = up.device {
                     let now = time::now_rfc3339();
-                    if let Ok(events) = devices::events(&device, &devices::bare("online"), &now) {
+                    if let Ok(events) = devices::events(&device, &devices::bare("online"), &now, usize::MAX) {
                         shard.publish_later(events);
                     }
                     let _ = conn.device.set(Rc::new(device));
@@ -136,7 +201,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port) {
                     conn.exp.set(claims.exp.min(u32::MAX as u64) as u32);
                 }
                 glommio::spawn_local(crate::driver::run(
-                    shard, stream, conn, leftover, up.role, up.claims,
+                    shard, stream, conn, leftover, up.role, up.claims, slot,
                 ))
                 .detach();
                 return;
@@ -252,12 +317,15 @@ async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port) -> 
             })
         }),
         Endpoint::Monitor { device } => accept_upgrade(shard, &request, || {
+            if let Some(id) = &device {
+                topic::check_name(id).map_err(|e| Refusal::BadRequest(format!("invalid device id: {e}")))?;
+            }
             let claims = client_claims(shard, &request)?;
             let allowed = |id: &str| claims.devices.iter().any(|d| d == "*" || d == id);
             let (topic, first) = match &device {
                 None if allowed("*") => (
                     "devices".to_string(),
-                    shard.devices.borrow().values().cloned().collect(),
+                    shard.devices.borrow().frames().cloned().collect(),
                 ),
                 Some(id) if allowed(id) => {
                     let last = shard.devices.borrow().get(id.as_str()).cloned();
@@ -288,6 +356,8 @@ enum Refusal {
     Auth(AuthError),
     /// A connection limit is reached (503 + Retry-After).
     Full(String),
+    /// The request names something that cannot exist (400).
+    BadRequest(String),
 }
 
 impl From<AuthError> for Refusal {
@@ -364,6 +434,13 @@ fn accept_upgrade(
         let body = reject(shard, 503, "shutting_down", "server is shutting down", false, &[]);
         return (body, Next::Close);
     }
+    if request.header_count("origin") > 1 {
+        let message = "more than one Origin header";
+        return (
+            reject(shard, 400, "bad_handshake", message, false, &[]),
+            Next::Close,
+        );
+    }
     if let Some(origin) = request.header("origin") {
         if !auth::origin_allowed(origin, &shard.config.allowed_origins) {
             let body = reject(
@@ -387,6 +464,10 @@ fn accept_upgrade(
                 Next::Close,
             )
         }
+        Err(Refusal::BadRequest(message)) => (
+            reject(shard, 400, "bad_request", &message, false, &[]),
+            Next::Close,
+        ),
         Err(Refusal::Full(message)) => {
             let headers = [("Retry-After", RETRY_AFTER)];
             (
@@ -473,11 +554,12 @@ async fn publish_with(
 /// `POST /api/v1/publish[/batch]`: `{topic, event, data}` or `{"events":[…]}`.
 async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: bool) -> Vec<u8> {
     let max = shard.config.max_batch_events;
+    let depth = shard.config.max_json_depth;
     publish_with(shard, request, keep_alive, |body, ts| {
         let parsed = if batch {
-            publish::parse_batch(body, ts, max)
+            publish::parse_batch(body, ts, max, depth)
         } else {
-            publish::parse_one(body, ts)
+            publish::parse_one(body, ts, depth)
         };
         parsed.map_err(|e| {
             let (status, code) = e.status();
@@ -489,9 +571,10 @@ async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: 
 
 /// `POST /api/v1/devices/{id}/status`: validate, record, fan out.
 async fn device_status(shard: &Shard, request: &mut Request, device_id: &str, keep_alive: bool) -> Vec<u8> {
+    let (depth, max_bytes) = (shard.config.max_json_depth, shard.config.max_status_bytes);
     publish_with(shard, request, keep_alive, |body, ts| {
-        devices::parse(body)
-            .and_then(|report| devices::events(device_id, &report, ts))
+        devices::parse(body, depth)
+            .and_then(|report| devices::events(device_id, &report, ts, max_bytes))
             .map_err(|e| {
                 let (status, code) = e.status();
                 (status, code, e.to_string())

@@ -46,6 +46,11 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// How many times header `name` (lower-case) appears.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
     /// Whether a comma-separated header contains `token` (case-insensitive).
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
         self.headers
@@ -118,6 +123,7 @@ pub async fn read_request(
     let max_head = config.max_header_bytes;
     loop {
         if let Some((head_len, mut request)) = parse_head(buf, config)? {
+            check_host(&request)?;
             let body_len = body_length(&request, config.max_body_bytes)?;
             let total = head_len + body_len;
             while buf.len() < total {
@@ -135,23 +141,31 @@ pub async fn read_request(
     }
 }
 
-/// Reads at most `want` more bytes into `buf`; `Closed` on EOF.
+/// Reads at most `want` more bytes into `buf`; `Closed` on EOF. Cancel-safe:
+/// if the read is dropped (a timeout), `buf` keeps only what had arrived.
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize) -> Result<(), HttpError> {
     let start = buf.len();
-    buf.resize(start + want.clamp(1, 64 * 1024), 0);
-    let result = stream.read(&mut buf[start..]).await;
-    let n = match result {
-        Ok(n) => n,
-        Err(e) => {
-            buf.truncate(start);
-            return Err(e.into());
-        }
-    };
-    buf.truncate(start + n);
+    let mut fill = Filled { buf, keep: start };
+    fill.buf.resize(start + want.clamp(1, 64 * 1024), 0);
+    let n = stream.read(&mut fill.buf[start..]).await?;
+    fill.keep = start + n;
     if n == 0 {
         return Err(HttpError::Closed);
     }
     Ok(())
+}
+
+/// Truncates a read buffer to the bytes really read, on every exit path
+/// (the zeroed space a cancelled read leaves must not look like a request).
+struct Filled<'a> {
+    buf: &'a mut Vec<u8>,
+    keep: usize,
+}
+
+impl Drop for Filled<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.keep);
+    }
 }
 
 /// Parses the head if complete: `Ok(None)` means more bytes are needed.
@@ -202,21 +216,40 @@ fn parse_head(buf: &[u8], config: &Config) -> Result<Option<(usize, Request)>, H
     Ok(Some((head_len, request)))
 }
 
+/// The body length from `Content-Length`: exactly one header of plain
+/// digits (RFC 9112 §6.3: a list, a sign or a second header is a framing
+/// conflict that a proxy may resolve differently: request smuggling).
 fn body_length(request: &Request, max: usize) -> Result<usize, HttpError> {
     if request.header("transfer-encoding").is_some() {
         return Err(HttpError::LengthRequired);
     }
-    let Some(text) = request.header("content-length") else {
+    let mut values = request.headers.iter().filter(|(n, _)| n == "content-length");
+    let Some((_, text)) = values.next() else {
         return Ok(0);
     };
+    if values.next().is_some() {
+        return Err(HttpError::Malformed("more than one Content-Length"));
+    }
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HttpError::Malformed("invalid Content-Length"));
+    }
     let size: u64 = text
-        .trim()
         .parse()
         .map_err(|_| HttpError::Malformed("invalid Content-Length"))?;
     if size > max as u64 {
         return Err(HttpError::BodyTooLarge { size, max });
     }
     Ok(size as usize)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; 1.0 at most one.
+fn check_host(request: &Request) -> Result<(), HttpError> {
+    match (request.header_count("host"), request.minor_version) {
+        (0, 0) | (1, _) => Ok(()),
+        (0, _) => Err(HttpError::Malformed("missing Host header")),
+        _ => Err(HttpError::Malformed("more than one Host header")),
+    }
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -290,6 +323,14 @@ pub fn error_response(
     json_response(status, &body, keep_alive, extra_headers)
 }
 
+/// Drops the body of a complete response, keeping its head (and its
+/// `Content-Length`): the answer to `HEAD` (RFC 9110 §9.3.2).
+pub fn strip_body(response: &mut Vec<u8>) {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+}
+
 /// Writes `bytes` fully.
 pub async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await
@@ -350,6 +391,33 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(body_length(&req, 1000).unwrap_err().status().unwrap().0, 400);
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_refused() {
+        let c = config();
+        for head in [
+            "Content-Length: 5\r\nContent-Length: 5",
+            "Content-Length: 0, 44",
+            "Content-Length: +27",
+            "Content-Length: -1",
+            "Content-Length: ",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n");
+            let (_, req) = parse_head(raw.as_bytes(), &c).unwrap().unwrap();
+            let err = body_length(&req, 1000).unwrap_err();
+            assert_eq!(err.status().unwrap().0, 400, "{head}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_must_appear_once_in_http11() {
+        let c = config();
+        let host = |raw: &[u8]| check_host(&parse_head(raw, &c).unwrap().unwrap().1);
+        assert!(host(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+        assert!(host(b"GET / HTTP/1.0\r\n\r\n").is_ok());
+        assert!(host(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        assert!(host(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").is_err());
     }
 
     #[test]

@@ -9,6 +9,11 @@ const RESERVED_FDS: u64 = 64;
 /// answering 503 to handshakes past the connection limit.
 const SPARE_FDS: u64 = 64;
 
+/// Descriptors kept back from the socket limit: the admin port's
+/// connections and the brief socket of each 503 past the limit, so that a
+/// refusal is an answer (accept never fails with EMFILE).
+const ANSWER_FDS: u64 = 32;
+
 /// The limits in force after [`raise`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -28,6 +33,12 @@ impl Limits {
     /// descriptors, so clients past it get a 503 rather than a hang.
     pub fn connection_limit(&self) -> u64 {
         self.connection_capacity().saturating_sub(SPARE_FDS).max(1)
+    }
+
+    /// The default `max_sockets`: every accepted socket on the public port,
+    /// plain HTTP included, within the capacity less [`ANSWER_FDS`].
+    pub fn socket_limit(&self) -> u64 {
+        self.connection_capacity().saturating_sub(ANSWER_FDS).max(1)
     }
 }
 

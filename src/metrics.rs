@@ -18,7 +18,10 @@ pub const REJECTED: &str = "shardcast_requests_rejected_total";
 pub const OPENED: &str = "shardcast_connections_opened_total";
 pub const CLOSED: &str = "shardcast_connections_closed_total";
 pub const DROPPED: &str = "shardcast_dropped_frames_total";
-pub const QUEUED: &str = "shardcast_queued_bytes";
+pub const QUEUED: &str = "shardcast_queue_backlog_bytes";
+pub const DEVICES_FORGOTTEN: &str = "shardcast_devices_forgotten_total";
+pub const RATE_LIMITED: &str = "shardcast_client_publishes_rate_limited_total";
+pub const SOCKETS: &str = "shardcast_open_sockets";
 pub const FANOUT: &str = "shardcast_fanout_latency_seconds";
 pub const HANDSHAKE: &str = "shardcast_handshake_duration_seconds";
 
@@ -89,7 +92,7 @@ pub const DROP_REASONS: &[&str] = &["conflated", "slow_consumer", "closing"];
 pub fn reject_reason(code: &str) -> usize {
     let code = match code {
         "bad_json" | "bad_event" | "bad_status" | "length_required" => "bad_request",
-        "too_many_events" => "body_too_large",
+        "too_many_events" | "status_too_large" => "body_too_large",
         "upgrade_required" => "bad_handshake",
         "token_expired" => "unauthorized",
         other => other,
@@ -206,9 +209,31 @@ pub fn prometheus(board: &Board) -> String {
         &mut out,
         QUEUED,
         "gauge",
-        "Bytes waiting in outbound queues (as of the shard's last sweep, every 500 ms).",
+        "Bytes still to be written, summed over connections as of the shard's last sweep (every 500 ms); \
+         a broadcast frame queued for N connections counts N times but is held in memory once.",
         &ShardCounters::queued_bytes,
     );
+    per_shard(
+        &mut out,
+        DEVICES_FORGOTTEN,
+        "counter",
+        "Devices whose last status was forgotten to stay within max_devices.",
+        &ShardCounters::devices_forgotten_total,
+    );
+    per_shard(
+        &mut out,
+        RATE_LIMITED,
+        "counter",
+        "Client publishes (room messages, device statuses) refused by the per-connection rate limit.",
+        &ShardCounters::rate_limited_total,
+    );
+    header(
+        &mut out,
+        SOCKETS,
+        "gauge",
+        "Accepted sockets (HTTP and WebSocket) on the public port.",
+    );
+    let _ = writeln!(out, "{SOCKETS} {}", board.open_sockets());
     by_reason(
         &mut out,
         REJECTED,

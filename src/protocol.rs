@@ -47,6 +47,9 @@ pub enum ProtocolError {
     InvalidUtf8,
     #[error("message of {size} bytes exceeds the limit of {max}")]
     MessageTooBig { size: u64, max: usize },
+    /// RFC 6455 §5.2: a 64-bit length's most significant bit must be 0.
+    #[error("64-bit payload length with its most significant bit set")]
+    BadLength,
 }
 
 impl ProtocolError {
@@ -108,6 +111,9 @@ impl Receiver {
     ) -> Result<Option<(usize, Option<Message<'a>>)>, ProtocolError> {
         if self.partial.as_ref().is_some_and(|p| p.complete) {
             self.partial = None;
+        }
+        if input.len() >= 3 && input[1] & 0x7f == 127 && input[2] & 0x80 != 0 {
+            return Err(ProtocolError::BadLength);
         }
         let mut cursor = Cursor::new(&input[..]);
         let (header, len) = match FrameHeader::parse(&mut cursor) {
@@ -372,6 +378,10 @@ mod tests {
             (vec![0x81, 0x01, b'x'], ProtocolError::Unmasked),
             (client_frame(0x09, b""), ProtocolError::FragmentedControl),
             (client_frame(0x89, &[0u8; 126]), ProtocolError::ControlTooLong),
+            (
+                vec![0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4],
+                ProtocolError::BadLength,
+            ),
             (client_frame(0x80, b"x"), ProtocolError::UnexpectedContinuation),
             (client_frame(0x88, &[3]), ProtocolError::BadClosePayload),
             (

@@ -10,6 +10,7 @@ use simd_json::OwnedValue;
 
 use crate::broadcast::Event;
 use crate::frame::{self, Data, OpCode};
+use crate::json::{self, JsonError};
 use crate::topic::{Topic, TopicError};
 
 /// Longest event name.
@@ -20,7 +21,7 @@ pub const MAX_EVENT_NAME: usize = 200;
 pub enum PublishError {
     /// The body is not JSON of the expected shape.
     #[error("invalid JSON body: {0}")]
-    BadJson(String),
+    BadJson(JsonError),
     /// An event's topic is not a valid topic.
     #[error("{}invalid topic: {error}", at(*.index))]
     BadTopic { index: Option<usize>, error: TopicError },
@@ -62,17 +63,26 @@ struct BatchIn {
     events: Vec<EventIn>,
 }
 
+/// Parses a JSON object body of type `T`, nesting at most `max_depth` deep.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &mut [u8], max_depth: usize) -> Result<T, PublishError> {
+    json::check_object(body, max_depth).map_err(PublishError::BadJson)?;
+    simd_json::serde::from_slice(body).map_err(|e| PublishError::BadJson(json::describe(&e)))
+}
+
 /// Parses a single-event body into its encoded event.
-pub fn parse_one(body: &mut [u8], timestamp: &str) -> Result<Vec<Event>, PublishError> {
-    let event: EventIn =
-        simd_json::serde::from_slice(body).map_err(|e| PublishError::BadJson(e.to_string()))?;
+pub fn parse_one(body: &mut [u8], timestamp: &str, max_depth: usize) -> Result<Vec<Event>, PublishError> {
+    let event: EventIn = parse_body(body, max_depth)?;
     Ok(vec![encode(event, timestamp, None)?])
 }
 
 /// Parses a batch body (`{"events":[…]}`) into encoded events, in order.
-pub fn parse_batch(body: &mut [u8], timestamp: &str, max_events: usize) -> Result<Vec<Event>, PublishError> {
-    let batch: BatchIn =
-        simd_json::serde::from_slice(body).map_err(|e| PublishError::BadJson(e.to_string()))?;
+pub fn parse_batch(
+    body: &mut [u8],
+    timestamp: &str,
+    max_events: usize,
+    max_depth: usize,
+) -> Result<Vec<Event>, PublishError> {
+    let batch: BatchIn = parse_body(body, max_depth)?;
     if batch.events.is_empty() {
         return Err(PublishError::EmptyBatch);
     }
@@ -134,7 +144,7 @@ mod tests {
         let mut body =
             br#"{"topic":"type:user","event":"product.approved","data":{"product_id":123,"name":"a\"b"}}"#
                 .to_vec();
-        let events = parse_one(&mut body, TS).unwrap();
+        let events = parse_one(&mut body, TS, 128).unwrap();
         assert_eq!(&*events[0].topic, "type:user");
         let text = payload(&events[0].frame);
         let v: OwnedValue = simd_json::from_slice(&mut text.as_bytes().to_vec()).unwrap();
@@ -148,24 +158,29 @@ mod tests {
     #[test]
     fn missing_data_is_null() {
         let mut body = br#"{"topic":"all","event":"ping"}"#.to_vec();
-        let events = parse_one(&mut body, TS).unwrap();
+        let events = parse_one(&mut body, TS, 128).unwrap();
         assert!(payload(&events[0].frame).ends_with(r#""data":null}"#));
     }
 
     #[test]
     fn bad_bodies_name_the_problem() {
         let mut b = b"{not json".to_vec();
-        assert!(matches!(parse_one(&mut b, TS), Err(PublishError::BadJson(_))));
+        assert!(matches!(
+            parse_one(&mut b, TS, 128),
+            Err(PublishError::BadJson(_))
+        ));
         let mut b = br#"{"event":"x"}"#.to_vec();
-        assert!(matches!(parse_one(&mut b, TS), Err(PublishError::BadJson(m)) if m.contains("topic")));
+        assert!(
+            matches!(parse_one(&mut b, TS, 128), Err(PublishError::BadJson(m)) if m.to_string() == "missing field \"topic\"")
+        );
         let mut b = br#"{"topic":"nope","event":"x"}"#.to_vec();
         assert!(matches!(
-            parse_one(&mut b, TS),
+            parse_one(&mut b, TS, 128),
             Err(PublishError::BadTopic { index: None, .. })
         ));
         let mut b = br#"{"topic":"all","event":""}"#.to_vec();
         assert_eq!(
-            parse_one(&mut b, TS).unwrap_err(),
+            parse_one(&mut b, TS, 128).unwrap_err(),
             PublishError::BadEventName { index: None }
         );
     }
@@ -173,16 +188,19 @@ mod tests {
     #[test]
     fn a_batch_with_one_bad_event_is_refused_whole() {
         let mut b = br#"{"events":[{"topic":"all","event":"a"},{"topic":"bad","event":"b"}]}"#.to_vec();
-        let err = parse_batch(&mut b, TS, 10).unwrap_err();
+        let err = parse_batch(&mut b, TS, 10, 128).unwrap_err();
         assert!(err.to_string().starts_with("events[1]: invalid topic"), "{err}");
         let mut b = br#"{"events":[]}"#.to_vec();
-        assert_eq!(parse_batch(&mut b, TS, 10).unwrap_err(), PublishError::EmptyBatch);
+        assert_eq!(
+            parse_batch(&mut b, TS, 10, 128).unwrap_err(),
+            PublishError::EmptyBatch
+        );
         let two = br#"{"events":[{"topic":"all","event":"a"},{"topic":"user:x","event":"b"}]}"#;
         assert_eq!(
-            parse_batch(&mut two.to_vec(), TS, 1).unwrap_err(),
+            parse_batch(&mut two.to_vec(), TS, 1, 128).unwrap_err(),
             PublishError::TooManyEvents { count: 2, max: 1 }
         );
-        let events = parse_batch(&mut two.to_vec(), TS, 2).unwrap();
+        let events = parse_batch(&mut two.to_vec(), TS, 2, 128).unwrap();
         let topics: Vec<&str> = events.iter().map(|e| &*e.topic).collect();
         assert_eq!(topics, ["all", "user:x"]);
     }

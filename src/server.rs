@@ -46,6 +46,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         config.max_connections = limits.connection_limit();
         config.max_connections_from_nofile = true;
     }
+    if config.max_sockets == 0 {
+        config.max_sockets = limits.socket_limit();
+    }
     let (fds, addr) =
         sockets::bind_listeners(config.listen, config.shards, config.backlog).map_err(|source| {
             ServerError::Bind {
@@ -106,6 +109,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         memlock = limits.memlock,
         connection_capacity = limits.connection_capacity(),
         max_connections = config.max_connections,
+        max_sockets = config.max_sockets,
         send_path = ?config.send_path,
         "listening"
     );

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use glommio::{Latency, Shares};
 use slab::Slab;
@@ -16,6 +17,7 @@ use crate::auth::Verifier;
 use crate::broadcast::{Batch, Broadcaster};
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::device_table::DeviceTable;
 use crate::registry::Registry;
 use crate::route::Port;
 use crate::stats::{Board, ShardCounters};
@@ -44,9 +46,8 @@ pub struct Shard {
     pub verifier: Arc<Verifier>,
     /// Topic → this shard's subscribers.
     pub registry: RefCell<Registry>,
-    /// Last known status frame of every device, kept by this shard's
-    /// dispatcher; sorted so a monitor of all devices gets a stable order.
-    pub devices: RefCell<std::collections::BTreeMap<Arc<str>, Arc<[u8]>>>,
+    /// Last known status frame of each device, kept by this shard's dispatcher.
+    pub devices: RefCell<DeviceTable>,
     /// Ids handed out to connections and publish requests.
     next_id: Cell<u64>,
     /// Upgraded connections, by key.
@@ -174,6 +175,7 @@ pub async fn run(
     let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
     // SAFETY: likewise for the admin listener.
     let admin = admin_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+    let max_devices = shared.config.max_devices;
     let shard = Rc::new(Shard {
         id,
         config: shared.config,
@@ -181,7 +183,7 @@ pub async fn run(
         broadcaster: shared.broadcaster,
         verifier: shared.verifier,
         registry: RefCell::new(Registry::default()),
-        devices: RefCell::new(std::collections::BTreeMap::new()),
+        devices: RefCell::new(DeviceTable::new(max_devices)),
         next_id: Cell::new(0),
         conns: RefCell::new(Slab::new()),
         scratch: Rc::new(RefCell::new(vec![0; SCRATCH_BYTES])),
@@ -226,8 +228,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener, port: Port) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
+            Ok(stream) if port == Port::Admin => {
+                glommio::spawn_local(handler::serve(shard.clone(), stream, port, None)).detach();
+            }
             Ok(stream) => {
-                glommio::spawn_local(handler::serve(shard.clone(), stream, port)).detach();
+                let task = match SocketSlot::take(&shard) {
+                    Some(slot) => handler::serve(shard.clone(), stream, port, Some(slot)).boxed_local(),
+                    None => handler::refuse_socket(shard.clone(), stream).boxed_local(),
+                };
+                glommio::spawn_local(task).detach();
             }
             Err(error) => {
                 // Typically EMFILE: out of descriptors. Say so at most once a
@@ -238,6 +247,35 @@ async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener, port: Port) {
                 }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// One accepted socket on the public port, counted against `max_sockets`
+/// from accept until this is dropped (by the HTTP session, or by the
+/// WebSocket driver it is handed to on upgrade).
+pub struct SocketSlot(Option<Arc<Board>>);
+
+impl SocketSlot {
+    /// Counts one more socket, or `None` at `max_sockets`.
+    fn take(shard: &Shard) -> Option<SocketSlot> {
+        shard
+            .board
+            .try_open_socket(shard.config.max_sockets)
+            .then(|| SocketSlot(Some(shard.board.clone())))
+    }
+
+    /// Hands the count to an upgraded connection's driver, whose drop gives
+    /// it back (an idle driver has no room for the slot itself).
+    pub fn hand_to_driver(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        if let Some(board) = self.0.take() {
+            board.close_socket();
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct ShardCounters {
     rooms: AtomicU64,
     /// Requests refused, by `metrics::REJECT_REASONS` index.
     rejected: Box<[AtomicU64]>,
+    /// Devices whose last status was forgotten (`max_devices`).
+    devices_forgotten: AtomicU64,
+    /// Client publishes refused by the per-connection rate limit.
+    rate_limited: AtomicU64,
     /// Latency histograms.
     latencies: crate::metrics::Latencies,
 }
@@ -105,6 +109,24 @@ impl ShardCounters {
         self.rejected[reason].load(Relaxed)
     }
 
+    /// `n` devices forgotten to stay within `max_devices`.
+    pub fn devices_forgotten(&self, n: u64) {
+        self.devices_forgotten.fetch_add(n, Relaxed);
+    }
+
+    pub fn devices_forgotten_total(&self) -> u64 {
+        self.devices_forgotten.load(Relaxed)
+    }
+
+    /// A client publish refused by the rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+    }
+
+    pub fn rate_limited_total(&self) -> u64 {
+        self.rate_limited.load(Relaxed)
+    }
+
     /// Sets this shard's live room count.
     pub fn set_rooms(&self, rooms: usize) {
         self.rooms.store(rooms as u64, Relaxed);
@@ -135,6 +157,9 @@ pub struct Board {
     /// so concurrent handshakes on every shard cannot overshoot
     /// `max_connections`. Touched once per connect and close.
     admitted: AtomicU64,
+    /// Accepted sockets on the public port (HTTP and WebSocket), from
+    /// accept to close, against `max_sockets`.
+    sockets: AtomicU64,
     client_types: Vec<String>,
     started: Instant,
 }
@@ -186,12 +211,15 @@ impl Board {
                     .iter()
                     .map(|_| AtomicU64::new(0))
                     .collect(),
+                devices_forgotten: AtomicU64::new(0),
+                rate_limited: AtomicU64::new(0),
                 latencies: crate::metrics::Latencies::default(),
             })
             .collect();
         Board {
             shards,
             admitted: AtomicU64::new(0),
+            sockets: AtomicU64::new(0),
             users: std::sync::Mutex::new(std::collections::HashMap::new()),
             client_types,
             started: Instant::now(),
@@ -229,16 +257,26 @@ impl Board {
 
     /// Admits one more connection unless `max` (0: no limit) are admitted.
     pub fn try_admit(&self, max: u64) -> bool {
-        self.admitted
-            .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
-            .is_ok()
+        take_one(&self.admitted, max)
     }
 
     /// Gives back an admission taken with [`Board::try_admit`].
     pub fn leave(&self) {
-        let _ = self
-            .admitted
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        give_back(&self.admitted);
+    }
+
+    /// Counts one more accepted socket unless `max` (0: no limit) are open.
+    pub fn try_open_socket(&self, max: u64) -> bool {
+        take_one(&self.sockets, max)
+    }
+
+    /// A socket counted by [`Board::try_open_socket`] closed.
+    pub fn close_socket(&self) {
+        give_back(&self.sockets);
+    }
+
+    pub fn open_sockets(&self) -> u64 {
+        self.sockets.load(Relaxed)
     }
 
     /// Takes one of `user`'s `max` connection slots; false when all are taken.
@@ -312,6 +350,19 @@ impl Board {
         };
         simd_json::to_string(&health).unwrap_or_default()
     }
+}
+
+/// Adds one to `counter` unless `max` (0: no limit) is reached: exact
+/// across shards, with no lock.
+fn take_one(counter: &AtomicU64, max: u64) -> bool {
+    counter
+        .fetch_update(Relaxed, Relaxed, |n| (max == 0 || n < max).then_some(n + 1))
+        .is_ok()
+}
+
+/// Takes one back from `counter`, never below zero.
+fn give_back(counter: &AtomicU64) {
+    let _ = counter.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
 }
 
 #[cfg(test)]

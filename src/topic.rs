@@ -26,7 +26,7 @@ pub enum TopicError {
     EmptyName,
     #[error("topic name longer than {MAX_NAME} bytes")]
     TooLong,
-    #[error("topic name contains whitespace or control characters")]
+    #[error("topic name contains whitespace, control, bidi-control or zero-width characters")]
     BadCharacter,
 }
 
@@ -79,10 +79,24 @@ pub fn check_name(name: &str) -> Result<(), TopicError> {
     if name.len() > MAX_NAME {
         return Err(TopicError::TooLong);
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
         return Err(TopicError::BadCharacter);
     }
     Ok(())
+}
+
+/// Characters that change how a name is displayed without being seen:
+/// bidi controls (a name that reads differently than it compares) and
+/// zero-width characters (two names that look the same).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
+    )
 }
 
 fn truncate(text: &str) -> String {
@@ -113,6 +127,15 @@ mod tests {
         assert!(matches!(Topic::parse("group:x"), Err(TopicError::UnknownKind(_))));
         assert_eq!(Topic::parse("user:"), Err(TopicError::EmptyName));
         assert_eq!(Topic::parse("room:a b"), Err(TopicError::BadCharacter));
+        for sneaky in [
+            "room:a\u{202E}b",
+            "room:a\u{200B}",
+            "device:\u{FEFF}x",
+            "user:\u{2066}y",
+        ] {
+            assert_eq!(Topic::parse(sneaky), Err(TopicError::BadCharacter), "{sneaky:?}");
+        }
+        assert!(Topic::parse("room:caf\u{e9}").is_ok());
         assert_eq!(
             Topic::parse(&format!("room:{}", "x".repeat(201))),
             Err(TopicError::TooLong)

@@ -26,6 +26,9 @@ pub enum UpgradeError {
     /// `Sec-WebSocket-Key` is not 16 bytes in base64.
     #[error("Sec-WebSocket-Key must be 16 bytes in base64")]
     BadKey,
+    /// A header that must appear once appears again.
+    #[error("more than one {0} header")]
+    Duplicate(&'static str),
 }
 
 impl UpgradeError {
@@ -52,6 +55,14 @@ pub fn accept(request: &Request) -> Result<Vec<u8>, UpgradeError> {
     }
     if request.header("sec-websocket-version").map(str::trim) != Some("13") {
         return Err(UpgradeError::Version);
+    }
+    for (name, shown) in [
+        ("sec-websocket-key", "Sec-WebSocket-Key"),
+        ("sec-websocket-version", "Sec-WebSocket-Version"),
+    ] {
+        if request.header_count(name) > 1 {
+            return Err(UpgradeError::Duplicate(shown));
+        }
     }
     let key = request
         .header("sec-websocket-key")
@@ -123,5 +134,15 @@ mod tests {
         let mut h = GOOD;
         h[3] = ("sec-websocket-key", "short");
         assert_eq!(accept(&request(&h)), Err(UpgradeError::BadKey));
+    }
+
+    #[test]
+    fn a_second_key_is_refused() {
+        let mut h = GOOD.to_vec();
+        h.push(("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA=="));
+        assert_eq!(
+            accept(&request(&h)),
+            Err(UpgradeError::Duplicate("Sec-WebSocket-Key"))
+        );
     }
 }

@@ -123,7 +123,7 @@ fn closes_are_counted_by_reason_and_queued_bytes_are_reported() {
         publisher.publish("type:user", "big", &format!(r#"{{"seq":{seq},"blob":"{blob}"}}"#));
     }
     let queued = poll_until(Instant::now() + DEADLINE, || {
-        let q = metric("shardcast_queued_bytes", "");
+        let q = metric("shardcast_queue_backlog_bytes", "");
         (q > 0.0).then_some(q)
     });
     let queued = queued.expect("queued bytes reported within a sweep");
