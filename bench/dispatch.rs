@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use shardcast::broadcast::{Batch, Event};
-use shardcast::conn::Conn;
-use shardcast::dispatch::{deliver, Policy, SendPath};
-use shardcast::frame::{self, Data, OpCode};
-use shardcast::registry::Registry;
-use shardcast::uring_send::UringSender;
+use shardcast::conn::handle::{Conn, ConnSpec};
+use shardcast::fanout::broadcast::{Batch, Event};
+use shardcast::fanout::deliver::{deliver, Policy, SendPath};
+use shardcast::fanout::registry::Registry;
+use shardcast::fanout::uring_send::UringSender;
+use shardcast::proto::frame::{self, Data, OpCode};
 
 const SUBSCRIBERS: usize = 100_000;
 
@@ -40,7 +40,7 @@ fn batch() -> Arc<Batch> {
 fn registry_on(fds: &[i32]) -> (Registry, Vec<Rc<Conn>>) {
     let mut registry = Registry::default();
     let conns: Vec<Rc<Conn>> = (0..SUBSCRIBERS)
-        .map(|i| Rc::new(Conn::new(i as u32, fds[i % fds.len()], 0, None)))
+        .map(|i| Rc::new(Conn::new(i as u32, fds[i % fds.len()], 0, ConnSpec::echo())))
         .collect();
     for conn in &conns {
         registry.subscribe("type:user", conn);

@@ -2,8 +2,8 @@
 //! event (never per delivery): envelope + header into one buffer, and
 //! parsing a publish body.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardcast::frame::{self, Data, OpCode};
-use shardcast::publish;
+use shardcast::api::publish;
+use shardcast::proto::frame::{self, Data, OpCode};
 
 const TS: &str = "2026-01-01T12:00:00.000Z";
 

@@ -1,50 +1,39 @@
 //! shardcast: a WebSocket fan-out server, one glommio executor per core.
 //!
+//! Layers, lowest first; each imports only the ones before it:
+//! [`config`], [`time`] → [`sys`] (sockets, rlimits, signals) → [`proto`]
+//! (HTTP, handshake, frames, close codes, JSON checks) → [`ops`] (labels,
+//! counters, metrics) → [`conn`] (the connection handle and its queue) →
+//! [`fanout`] (events, topics, registry, delivery) → [`auth`] (tokens,
+//! admission) → [`shard`] (per-core state) → [`api`] (endpoints) →
+//! [`serve`] (the tasks) → [`server`] (one shard per core).
+//!
 //! **Connect path.** [`server`] binds one `SO_REUSEPORT` listener per shard
-//! ([`sockets`]) and starts the shards. Each [`shard`] accepts on its own
-//! listener; [`handler`] reads bounded HTTP/1.1 requests ([`http`]), routes
-//! them ([`route`]) and answers plain ones or checks the upgrade
-//! ([`upgrade`]). An upgraded socket becomes a [`conn`]: registered in its
-//! shard, driven by one task ([`driver`]) that reads client frames
-//! ([`protocol`]) and flushes its bounded outbound [`queue`].
+//! and starts each shard's loop (`serve::runtime`). An accepted socket gets
+//! an HTTP session (`serve::http`): requests are read (`proto::http`),
+//! routed and answered (`api::respond`); an upgrade is authorized and
+//! admitted (`api::connect`, `auth`), checked (`proto::handshake`) and
+//! becomes a registered `conn::handle::Conn` driven by `serve::ws`, which
+//! reads client frames (`proto::decode`, `api::client_msg`) and flushes the
+//! connection's bounded queue.
 //!
-//! **Write path.** Server frames are encoded once ([`frame`]); a writer calls
-//! `Conn::send`, which writes inline when the connection has nothing queued
-//! and only queues (and wakes the driver) when the socket is full. Fan-out
-//! ([`dispatch`]) batches those writes through io_uring ([`uring_send`]).
-//!
-//! **Around them.** [`config`] (flags, env, TOML, dev mode), [`limits`]
-//! (rlimits), [`stats`] (per-shard counters summed on request), [`token`]
-//! (claims, minting), [`shutdown`] (signals → drain with close 1001).
+//! **Publish path.** `api::publish` checks and parses a body once
+//! (`proto::json`), encodes each event's frame once (`proto::frame`) and
+//! hands one `Arc` to every shard's channel (`fanout::broadcast`). Each
+//! shard's dispatcher (`serve::dispatcher`) delivers it to the local
+//! subscribers (`fanout::registry`, `fanout::deliver`): written inline when
+//! a connection has nothing queued, batched through io_uring
+//! (`fanout::uring_send`), queued only when the socket is full.
 
+pub mod api;
 pub mod auth;
-pub mod broadcast;
-pub mod client_msg;
 pub mod config;
 pub mod conn;
-pub mod device_table;
-pub mod devices;
-pub mod dispatch;
-pub mod driver;
-pub mod frame;
-pub mod handler;
-pub mod http;
-pub mod json;
-pub mod limits;
-pub mod metrics;
-pub mod protocol;
-pub mod publish;
-pub mod queue;
-pub mod rate;
-pub mod registry;
-pub mod route;
+pub mod fanout;
+pub mod ops;
+pub mod proto;
+pub mod serve;
 pub mod server;
 pub mod shard;
-pub mod shutdown;
-pub mod sockets;
-pub mod stats;
+pub mod sys;
 pub mod time;
-pub mod token;
-pub mod topic;
-pub mod upgrade;
-pub mod uring_send;

@@ -29,7 +29,7 @@ enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
     /// Mint a client or device token offline (prints it on stdout).
-    Token(shardcast::token::TokenArgs),
+    Token(shardcast::auth::token::TokenArgs),
 }
 
 /// mimalloc v3's `mi_option_arena_eager_commit`.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Token(args) => match shardcast::token::mint(&args) {
+        Command::Token(args) => match shardcast::auth::token::mint(&args) {
             Ok((token, dev)) => {
                 if dev {
                     eprintln!("shardcast: no --secret or SHARDCAST_JWT_SECRET: signed with the DEV secret (dev mode only)");

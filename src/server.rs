@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::auth::Verifier;
-use crate::broadcast::Broadcaster;
+use crate::auth::token::{self, Claims};
+use crate::auth::verify::Verifier;
 use crate::config::Config;
+use crate::fanout::broadcast::Broadcaster;
+use crate::ops::stats::Board;
+use crate::serve::runtime;
 use crate::shard::Shared;
-use crate::stats::Board;
-use crate::token::{self, Claims};
-use crate::{limits, shard, shutdown, sockets};
+use crate::sys::signals as shutdown;
+use crate::sys::{limits, sockets};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +58,13 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
                 source,
             }
         })?;
-    let (admin_fds, admin_addr) = match config.admin_listen {
+    let (admin_fds, admin_addr): (Vec<Option<std::os::fd::OwnedFd>>, _) = match config.admin_listen {
         Some(admin) => {
             let (fds, addr) = sockets::bind_listeners(admin, config.shards, config.backlog)
                 .map_err(|source| ServerError::Bind { addr: admin, source })?;
             (fds.into_iter().map(Some).collect(), Some(addr))
         }
-        None => (vec![None; config.shards], None),
+        None => ((0..config.shards).map(|_| None).collect(), None),
     };
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
     let verifier = Arc::new(Verifier::new(&config).map_err(|e| ServerError::Config(e.to_string()))?);
@@ -90,7 +92,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || shard::run(id, shared, fd, admin_fd, events, rx))
+            .spawn(move || runtime::run(id, shared, fd, admin_fd, events, rx))
             .map_err(|e| ServerError::Executor {
                 shard: id,
                 reason: e.to_string(),

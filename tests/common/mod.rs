@@ -276,9 +276,9 @@ pub const API_KEY: &str = shardcast::config::DEV_API_KEY;
 
 /// A token for `sub` allowed to open `types`, signed with the dev secret.
 pub fn token(sub: &str, types: &[&str]) -> String {
-    let mut claims = shardcast::token::Claims::new(sub, Duration::from_secs(600));
+    let mut claims = shardcast::auth::token::Claims::new(sub, Duration::from_secs(600));
     claims.types = types.iter().map(|t| t.to_string()).collect();
-    shardcast::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
+    shardcast::auth::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
 }
 
 /// Raises this process's soft open-file limit to the hard one.
@@ -507,10 +507,10 @@ pub fn event_of(message: &str) -> Option<&str> {
 
 /// A token for `sub` with client `types` and watchable `devices`.
 pub fn token_with_devices(sub: &str, types: &[&str], devices: &[&str]) -> String {
-    let mut claims = shardcast::token::Claims::new(sub, Duration::from_secs(600));
+    let mut claims = shardcast::auth::token::Claims::new(sub, Duration::from_secs(600));
     claims.types = types.iter().map(|t| t.to_string()).collect();
     claims.devices = devices.iter().map(|t| t.to_string()).collect();
-    shardcast::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
+    shardcast::auth::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
 }
 
 /// The `status` field of a device-status object.
@@ -520,11 +520,11 @@ pub fn status_of(message: &str) -> Option<&str> {
 
 /// A token with room rights and a lifetime.
 pub fn token_rooms(sub: &str, rooms: &[&str], publish: &[&str], ttl: Duration) -> String {
-    let mut claims = shardcast::token::Claims::new(sub, ttl);
+    let mut claims = shardcast::auth::token::Claims::new(sub, ttl);
     claims.types = vec!["user".to_string()];
     claims.rooms = rooms.iter().map(|t| t.to_string()).collect();
     claims.publish = publish.iter().map(|t| t.to_string()).collect();
-    shardcast::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
+    shardcast::auth::token::mint_hs256(&claims, shardcast::config::DEV_JWT_SECRET).unwrap()
 }
 
 impl Sub {

@@ -3,7 +3,7 @@
 //! shardcast sends (its own frame, time and handshake functions), so every
 //! peer moves the same bytes.
 
-use shardcast::frame::{Data, OpCode};
+use shardcast::proto::frame::{Data, OpCode};
 
 /// The envelope clients receive for a publish body
 /// `{"topic":…,"event":…,"data":…}`, or `None` for a bad body.
@@ -21,7 +21,7 @@ pub fn envelope(body: &[u8]) -> Option<String> {
 
 /// An unmasked server text frame carrying `payload`.
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
-    shardcast::frame::encode(OpCode::Data(Data::Text), payload)
+    shardcast::proto::frame::encode(OpCode::Data(Data::Text), payload)
 }
 
 /// One parsed HTTP request head: method, path, `Content-Length` and the
@@ -60,7 +60,7 @@ pub fn parse_head(buf: &[u8]) -> Option<(Head, usize)> {
 
 /// The `101 Switching Protocols` answer to a WebSocket key.
 pub fn switching_protocols(key: &str) -> String {
-    shardcast::upgrade::switching_protocols(key)
+    shardcast::proto::handshake::switching_protocols(key)
 }
 
 /// The answer to a publish: 202 with an id, or 400.

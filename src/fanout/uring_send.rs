@@ -11,9 +11,9 @@ use std::rc::Rc;
 
 use io_uring::{opcode, types, IoUring};
 
-use crate::broadcast::Event;
-use crate::conn::{Conn, Outcome};
-use crate::sockets::MAX_IOVECS;
+use crate::conn::handle::{Conn, Outcome};
+use crate::fanout::broadcast::Event;
+use crate::sys::sockets::MAX_IOVECS;
 
 /// Submission queue entries: recipients per `io_uring_enter`. 1,024 keeps
 /// the slot storage (64 iovecs each) at 1 MiB per shard, touched only by
@@ -56,7 +56,9 @@ impl UringSender {
     }
 
     /// Delivers `events` (one topic's consecutive events) to every
-    /// connection in `targets`; calls `tally` with each outcome.
+    /// connection in `targets`; calls `tally` with each outcome. After a
+    /// ring failure ([`RingFailed`]) every remaining target is sent to
+    /// directly, and the caller should stop using this sender.
     pub fn send_run<'a>(
         &mut self,
         targets: impl Iterator<Item = &'a Rc<Conn>>,
@@ -64,18 +66,23 @@ impl UringSender {
         max_queue: usize,
         close_deadline: u32,
         mut tally: impl FnMut(Outcome),
-    ) {
+    ) -> Result<(), RingFailed> {
         if events.is_empty() {
-            return;
+            return Ok(());
         }
         let sent = &events[..events.len().min(MAX_IOVECS)];
+        let mut failed = None;
         for conn in targets {
-            if !conn.direct_ready() {
+            if failed.is_some() || !conn.direct_ready() {
                 tally(conn.send_shared(events, max_queue, close_deadline));
                 continue;
             }
             if self.inflight.len() == ENTRIES as usize {
-                self.complete(events, max_queue, close_deadline, &mut tally);
+                if let Err(e) = self.complete(events, max_queue, close_deadline, &mut tally) {
+                    failed = Some(e);
+                    tally(conn.send_shared(events, max_queue, close_deadline));
+                    continue;
+                }
             }
             let slot = self.inflight.len();
             let entry = self.entry(slot, conn.fd(), sent);
@@ -90,7 +97,8 @@ impl UringSender {
             }
             self.inflight.push(conn.clone());
         }
-        self.complete(events, max_queue, close_deadline, &mut tally);
+        let last = self.complete(events, max_queue, close_deadline, &mut tally);
+        failed.map_or(last, Err)
     }
 
     /// The SQE sending `frames` to `fd`, using slot `slot`'s storage.
@@ -118,18 +126,25 @@ impl UringSender {
 
     /// Submits what is queued, waits for every completion and settles each
     /// recipient.
+    ///
+    /// If the ring fails, SQEs may still sit unsubmitted in it, pointing at
+    /// slot storage the next round would overwrite; so the ring is never
+    /// used again ([`RingFailed`]). A recipient whose completion was not
+    /// seen may or may not have been sent its bytes: it is closed (it
+    /// reconnects) rather than risk a duplicated or lost frame.
     fn complete(
         &mut self,
         events: &[&Event],
         max_queue: usize,
         close_deadline: u32,
         tally: &mut impl FnMut(Outcome),
-    ) {
+    ) -> Result<(), RingFailed> {
         let want = self.inflight.len();
         if want == 0 {
-            return;
+            return Ok(());
         }
         let mut done = 0;
+        let mut failure = None;
         self.results.clear();
         self.results.resize(want, None);
         while done < want {
@@ -137,9 +152,8 @@ impl UringSender {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                // The ring failed: the pending ones are settled below as
-                // would-block, so their frames are queued, not lost.
-                tracing::warn!(error = %e, "io_uring submit failed");
+                tracing::warn!(error = %e, "io_uring submit failed: this shard sends directly from now on");
+                failure = Some(RingFailed);
                 break;
             }
             for cqe in self.ring.completion() {
@@ -154,11 +168,21 @@ impl UringSender {
         // Frames past the first MAX_IOVECS were not in the SQE: as after a
         // direct send, finish_direct queues them.
         for (conn, result) in self.inflight.drain(..).zip(&self.results) {
-            let result = match result.unwrap_or(-libc::EAGAIN) {
+            let Some(result) = *result else {
+                conn.kill();
+                tally(Outcome::Dropped);
+                continue;
+            };
+            let result = match result {
                 n if n >= 0 => Ok(n as usize),
                 e => Err(io::Error::from_raw_os_error(-e)),
             };
             tally(conn.finish_direct(events, result, max_queue, close_deadline));
         }
+        failure.map_or(Ok(()), Err)
     }
 }
+
+/// The ring failed; it must not be used again (see [`UringSender::send_run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingFailed;

@@ -1,17 +1,25 @@
-//! The publish API: `POST /api/v1/publish` and `/api/v1/publish/batch`.
-//! Bodies are parsed with simd-json; each event is turned into its client
-//! envelope and WebSocket frame exactly once. A batch with any bad event
-//! publishes nothing.
+//! The publish API: `POST /api/v1/publish`, `/api/v1/publish/batch` and
+//! `/api/v1/devices/{id}/status`. Bodies are checked, then parsed with
+//! simd-json; each event is turned into its client envelope and WebSocket
+//! frame exactly once. A batch with any bad event publishes nothing.
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use simd_json::OwnedValue;
 
-use crate::broadcast::Event;
-use crate::frame::{self, Data, OpCode};
-use crate::json::{self, JsonError};
-use crate::topic::{Topic, TopicError};
+use std::time::Instant;
+
+use crate::api::devices;
+use crate::api::refusal::reject;
+use crate::auth::verify::{self, AuthError};
+use crate::fanout::broadcast::{Batch, Event};
+use crate::fanout::topic::{Topic, TopicError};
+use crate::proto::frame::{self, Data, OpCode};
+use crate::proto::http::{self, Request};
+use crate::proto::json::{self, JsonError};
+use crate::shard::Shard;
+use crate::time;
 
 /// Longest event name.
 pub const MAX_EVENT_NAME: usize = 200;
@@ -126,6 +134,91 @@ pub fn envelope_frame(event: &str, timestamp: &str, data: &impl serde::Serialize
     let _ = simd_json::to_writer(&mut payload, data);
     payload.push(b'}');
     frame::encode_shared(OpCode::Data(Data::Text), &payload)
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    id: &'a str,
+    events: usize,
+    timestamp: &'a str,
+}
+
+/// What a publish endpoint refuses: status, code, message.
+type Refused = (u16, &'static str, String);
+
+/// The publish endpoints: API key, then `parse` (which validates and encodes
+/// each event once), broadcast to every shard, 202 with the id.
+async fn publish_with(
+    shard: &Shard,
+    request: &mut Request,
+    keep_alive: bool,
+    parse: impl FnOnce(&mut Vec<u8>, &str) -> Result<Vec<Event>, Refused>,
+) -> Vec<u8> {
+    if !verify::has_api_key(request, &shard.config.api_key) {
+        let (status, code) = AuthError::BadApiKey.status();
+        let message = AuthError::BadApiKey.to_string();
+        return reject(
+            shard,
+            status,
+            code,
+            &message,
+            keep_alive,
+            &[("WWW-Authenticate", "Bearer")],
+        );
+    }
+    let accepted = Instant::now();
+    let timestamp = time::now_rfc3339();
+    let events = match parse(&mut request.body, &timestamp) {
+        Ok(events) => events,
+        Err((status, code, message)) => return reject(shard, status, code, &message, keep_alive, &[]),
+    };
+    let count = events.len();
+    let id = shard.next_id();
+    shard.broadcaster.publish(Batch { events, accepted }).await;
+    let body = simd_json::to_string(&Accepted {
+        id: &id,
+        events: count,
+        timestamp: &timestamp,
+    })
+    .unwrap_or_default();
+    http::json_response(202, &body, keep_alive, &[])
+}
+
+/// `POST /api/v1/publish[/batch]`: `{topic, event, data}` or `{"events":[…]}`.
+pub async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: bool) -> Vec<u8> {
+    let max = shard.config.max_batch_events;
+    let depth = shard.config.max_json_depth;
+    publish_with(shard, request, keep_alive, |body, ts| {
+        let parsed = if batch {
+            parse_batch(body, ts, max, depth)
+        } else {
+            parse_one(body, ts, depth)
+        };
+        parsed.map_err(|e| {
+            let (status, code) = e.status();
+            (status, code, e.to_string())
+        })
+    })
+    .await
+}
+
+/// `POST /api/v1/devices/{id}/status`: validate, record, fan out.
+pub async fn device_status(
+    shard: &Shard,
+    request: &mut Request,
+    device_id: &str,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let (depth, max_bytes) = (shard.config.max_json_depth, shard.config.max_status_bytes);
+    publish_with(shard, request, keep_alive, |body, ts| {
+        devices::parse(body, depth)
+            .and_then(|report| devices::events(device_id, &report, ts, max_bytes))
+            .map_err(|e| {
+                let (status, code) = e.status();
+                (status, code, e.to_string())
+            })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! One WebSocket connection's shared handle (`Conn`), which other tasks
-//! write through; the task that drives its socket is in `driver`.
+//! write through; the task that drives its socket is `serve::ws`. The
+//! handle is made whole by its constructor ([`ConnSpec`]) and its close
+//! state changes only through the methods here (one state machine).
 //!
 //! Writers never wait: `Conn::send` writes inline when nothing is queued and
 //! only parks the remainder (and wakes the driver) when the socket is full.
@@ -11,52 +13,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 
-use crate::broadcast::Event;
-use crate::frame::{self, Control, Data, OpCode};
-use crate::queue::{Chunk, OutQueue};
-use crate::registry::Subscription;
-use crate::sockets::{self, MAX_IOVECS};
-
-/// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Exchanging messages.
-    Open,
-    /// We sent a close frame and wait for the peer's (until the deadline).
-    Closing,
-    /// The close handshake is done: flush what is queued, then drop TCP.
-    Finishing,
-    /// Gone: nothing more is written, the driver ends.
-    Dead,
-}
-
-/// What a connection does with the messages its client sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Sends every text and binary message back (conformance testing).
-    Echo,
-    /// An application client: JSON messages (`client_msg`).
-    Client,
-    /// A device (`device_types`): a client that may also report its status.
-    Device,
-    /// A device-status monitor: receives status objects only, answers nothing.
-    Monitor,
-}
-
-/// What happened to frames handed to [`Conn::send_shared`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Written to the socket inline.
-    Written,
-    /// (Partly) queued; the driver writes the rest when the socket drains.
-    /// A monitor's queue may have dropped this many superseded statuses.
-    Queued { conflated: u32 },
-    /// The queue passed its limit: the connection is being closed (1008);
-    /// this many queued frames were discarded.
-    SlowConsumer { discarded: u32 },
-    /// The connection is closing or gone; nothing was sent.
-    Dropped,
-}
+pub use crate::conn::parts::{ConnSpec, Expiry, Outcome, Published, Role, State, Subscription};
+use crate::conn::queue::{Chunk, OutQueue};
+use crate::proto::close::CloseReason;
+use crate::proto::frame::{self, Control, Data, OpCode};
+use crate::sys::sockets::{self, MAX_IOVECS};
 
 /// The handle of one connection, shared by its driver and by whatever
 /// writes to it (heartbeat, shutdown, fan-out). `fd` is only touched while
@@ -66,7 +27,7 @@ pub struct Conn {
     /// Key in the shard's connection slab.
     pub key: u32,
     fd: RawFd,
-    pub(crate) state: Cell<State>,
+    state: Cell<State>,
     /// Frames the socket did not take yet; allocated only while non-empty,
     /// so an idle connection carries no queue.
     pub(crate) out: RefCell<Option<Box<OutQueue>>>,
@@ -77,7 +38,7 @@ pub struct Conn {
     /// Shard clock of the last heartbeat ping sent.
     last_ping: Cell<u32>,
     /// Shard clock after which a `Closing` connection is dropped.
-    pub(crate) close_deadline: Cell<u32>,
+    close_deadline: Cell<u32>,
     /// Index into the configured client types, for the per-type counters.
     client_type: u16,
     /// Recent bad messages (halved every sweep); at `MAX_STRIKES`: 1008.
@@ -87,23 +48,20 @@ pub struct Conn {
     close_reason: Cell<u8>,
     /// The token's `exp` (Unix seconds; 0: none). At `exp` the connection is
     /// closed with 4001 unless the client refreshed its token.
-    pub exp: Cell<u32>,
+    exp: Cell<u32>,
     /// `token_expiring` was sent for the current `exp`.
-    pub(crate) expiry_notified: Cell<bool>,
-    /// What the connection does with client messages (set at upgrade).
-    pub role: Cell<Role>,
-    /// Slow-consumer policy: `false` closes with 1008 past the queue limit;
-    /// `true` (device monitors) first keeps only the newest status per device.
-    pub conflate: Cell<bool>,
+    expiry_notified: Cell<bool>,
+    /// What the connection does with client messages.
+    role: Role,
     /// The device id of a device connection (its token's `sub`).
-    pub device: std::cell::OnceCell<Rc<String>>,
+    device: Option<Rc<String>>,
     /// Topics this connection is subscribed to, to undo on close. A boxed
     /// slice (rebuilt on the rare change) keeps `Conn` in a smaller class.
-    pub subscriptions: RefCell<Box<[Subscription]>>,
+    pub(crate) subscriptions: RefCell<Box<[Subscription]>>,
 }
 
 impl Conn {
-    pub fn new(key: u32, fd: RawFd, now: u32, client_type: Option<u16>) -> Conn {
+    pub fn new(key: u32, fd: RawFd, now: u32, spec: ConnSpec) -> Conn {
         Conn {
             key,
             fd,
@@ -113,16 +71,40 @@ impl Conn {
             last_seen: Cell::new(now),
             last_ping: Cell::new(now),
             close_deadline: Cell::new(u32::MAX),
-            client_type: client_type.unwrap_or(NO_TYPE),
+            client_type: spec.client_type.unwrap_or(NO_TYPE),
             strikes: Cell::new(0),
             close_reason: Cell::new(NO_REASON),
             subscriptions: RefCell::new(Box::default()),
-            device: std::cell::OnceCell::new(),
-            conflate: Cell::new(false),
-            role: Cell::new(Role::Echo),
-            exp: Cell::new(0),
+            device: spec.device,
+            role: spec.role,
+            exp: Cell::new(spec.exp),
             expiry_notified: Cell::new(false),
         }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The device id of a device connection.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref().map(String::as_str)
+    }
+
+    /// Slow-consumer policy: device monitors first keep only the newest
+    /// status per device; everyone else is closed with 1008 past the limit.
+    fn conflates(&self) -> bool {
+        self.role == Role::Monitor
+    }
+
+    /// Adopts a refreshed token's `exp` (a new `token_expiring` will follow).
+    pub fn set_exp(&self, exp: u32) {
+        self.exp.set(exp);
+        self.expiry_notified.set(false);
+    }
+
+    pub fn exp(&self) -> u32 {
+        self.exp.get()
     }
 
     /// Index into the configured client types, for the per-type counters.
@@ -182,14 +164,14 @@ impl Conn {
     /// clone per queued frame) and the driver woken. A queue past
     /// `max_queue` closes the connection as a slow consumer (1008): the
     /// dispatcher never waits and memory stays bounded.
-    pub fn send_shared(&self, events: &[&Event], max_queue: usize, close_deadline: u32) -> Outcome {
+    pub fn send_shared<E: Published>(&self, events: &[&E], max_queue: usize, close_deadline: u32) -> Outcome {
         if self.state.get() != State::Open || events.is_empty() {
             return Outcome::Dropped;
         }
         let mut out = self.out.borrow_mut();
         if let Some(queue) = out.as_mut() {
             for event in events {
-                queue.push(chunk(event), 0);
+                queue.push(chunk(*event), 0);
             }
             let (over, conflated) = self.over_limit(queue, max_queue);
             drop(out);
@@ -203,12 +185,12 @@ impl Conn {
         }
         drop(out);
         let result = if let [event] = events {
-            sockets::send(self.fd, &event.frame)
+            sockets::send(self.fd, event.frame())
         } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = events.len().min(MAX_IOVECS);
             for (slot, event) in slices.iter_mut().zip(events) {
-                *slot = IoSlice::new(&event.frame);
+                *slot = IoSlice::new(event.frame());
             }
             sockets::send_vectored(self.fd, &slices[..n])
         };
@@ -229,9 +211,9 @@ impl Conn {
     /// After a direct send of `events` (at most `MAX_IOVECS` of them went
     /// out in the call) returned `result`: queues what the socket did not
     /// take, or kills the connection on an error.
-    pub fn finish_direct(
+    pub fn finish_direct<E: Published>(
         &self,
-        events: &[&Event],
+        events: &[&E],
         result: io::Result<usize>,
         max_queue: usize,
         close_deadline: u32,
@@ -245,8 +227,8 @@ impl Conn {
             }
         };
         let mut first = 0;
-        while first < events.len() && written >= events[first].frame.len() {
-            written -= events[first].frame.len();
+        while first < events.len() && written >= events[first].frame().len() {
+            written -= events[first].frame().len();
             first += 1;
         }
         if first == events.len() {
@@ -255,7 +237,7 @@ impl Conn {
         let mut queue = Box::<OutQueue>::default();
         queue.push(chunk(events[first]), written);
         for event in &events[first + 1..] {
-            queue.push(chunk(event), 0);
+            queue.push(chunk(*event), 0);
         }
         let (over, conflated) = self.over_limit(&mut queue, max_queue);
         *self.out.borrow_mut() = Some(queue);
@@ -275,7 +257,7 @@ impl Conn {
         if queue.bytes() <= max_queue {
             return (false, 0);
         }
-        let conflated = if self.conflate.get() {
+        let conflated = if self.conflates() {
             queue.conflate() as u32
         } else {
             0
@@ -292,16 +274,16 @@ impl Conn {
             .borrow_mut()
             .as_mut()
             .map_or(0, |queue| queue.keep_partial_head() as u32);
-        self.close(1008, "slow consumer", close_deadline);
+        self.close(CloseReason::SlowConsumer, close_deadline);
         discarded
     }
 
-    /// Rooms this connection joined.
-    pub fn room_count(&self, registry: &crate::registry::Registry) -> usize {
+    /// How many of this connection's subscriptions satisfy `is_room`.
+    pub fn room_count(&self, is_room: impl Fn(u32) -> bool) -> usize {
         self.subscriptions
             .borrow()
             .iter()
-            .filter(|s| registry.is_room(s.topic))
+            .filter(|s| is_room(s.topic))
             .count()
     }
 
@@ -314,12 +296,23 @@ impl Conn {
         self.out.borrow().is_some()
     }
 
-    /// Starts the close handshake: sends close `code`, then waits for the
-    /// peer's close until `deadline` (shard clock).
-    pub fn close(&self, code: u16, reason: &str, deadline: u32) {
+    /// Starts the close handshake: sends a close frame for `reason`, then
+    /// waits for the peer's close until `deadline` (shard clock).
+    ///
+    /// The close state machine, whole:
+    /// - `Open` → `Closing` here (we close first), or → `Finishing` in
+    ///   [`Conn::peer_closed`] (the peer closed first: our reply is queued)
+    ///   and in [`Conn::fail`] after a bad close frame (both frames are then
+    ///   exchanged);
+    /// - `Closing` → `Finishing` when the peer's close frame arrives;
+    /// - `Finishing`: the driver flushes what is queued, then drops TCP
+    ///   first, as the server must (RFC 6455 §7.1.1);
+    /// - any → `Dead` ([`Conn::kill`]) on an I/O error, a vanished peer, or
+    ///   a close deadline passed.
+    pub fn close(&self, reason: CloseReason, deadline: u32) {
         if self.state.get() == State::Open {
-            self.note_reason(crate::metrics::close_reason(code, reason));
-            self.push(Chunk::Owned(frame::close(code, reason)));
+            self.note_reason(reason);
+            self.push(Chunk::Owned(frame::close(reason.code(), reason.text())));
             self.close_deadline.set(deadline);
             if self.state.get() == State::Open {
                 self.state.set(State::Closing);
@@ -328,20 +321,49 @@ impl Conn {
         }
     }
 
-    /// Records why the connection ends, unless a reason is already set.
-    pub(crate) fn note_reason(&self, reason: u8) {
-        if self.close_reason.get() == NO_REASON {
-            self.close_reason.set(reason);
+    /// The peer's close frame arrived, with `reply` (our echo of its code)
+    /// to send if we had not closed first.
+    pub(crate) fn peer_closed(&self, reply: Chunk, deadline: u32) {
+        match self.state.get() {
+            State::Open => {
+                self.push(reply);
+                self.note_reason(CloseReason::ClientClose);
+                self.close_deadline.set(deadline);
+                if self.state.get() == State::Open {
+                    self.state.set(State::Finishing);
+                }
+            }
+            State::Closing => self.state.set(State::Finishing),
+            State::Finishing | State::Dead => {}
         }
     }
 
-    /// Why the connection ended (`metrics::CLOSE_REASONS` index): a peer
-    /// that vanished without a close handshake is a `disconnect`.
-    pub fn close_reason(&self) -> u8 {
-        match self.close_reason.get() {
-            NO_REASON => crate::metrics::DISCONNECT,
-            r => r,
+    /// Fails the connection for a protocol violation: our close frame with
+    /// `reason`, then wait for the peer's close, unless the violation *was*
+    /// its close frame (`peer_sent_close`): both frames are then exchanged
+    /// and TCP is dropped as soon as ours is out.
+    pub(crate) fn fail(&self, reason: CloseReason, peer_sent_close: bool, deadline: u32) {
+        if self.state.get() != State::Open {
+            self.kill();
+            return;
         }
+        self.close(reason, deadline);
+        if peer_sent_close && self.state.get() == State::Closing {
+            self.state.set(State::Finishing);
+        }
+    }
+
+    /// Records why the connection ends, unless a reason is already set.
+    fn note_reason(&self, reason: CloseReason) {
+        if self.close_reason.get() == NO_REASON {
+            self.close_reason.set(reason as u8);
+        }
+    }
+
+    /// Why the connection ended: a peer that vanished without a close
+    /// handshake is a `Disconnect`.
+    pub fn close_reason(&self) -> CloseReason {
+        CloseReason::from_index(self.close_reason.get()).unwrap_or(CloseReason::Disconnect)
     }
 
     /// Ends the connection now, without a close handshake.
@@ -363,13 +385,13 @@ impl Conn {
         let exp = self.exp.get();
         if self.state.get() == State::Open && exp != 0 {
             if expiry.now >= exp {
-                self.close(4001, "token expired", now + close_timeout);
+                self.close(CloseReason::TokenExpired, now + close_timeout);
                 return;
             }
             if !self.expiry_notified.get() && expiry.now + expiry.notice >= exp {
                 self.expiry_notified.set(true);
                 // Monitors parse every message as a status object: no notice.
-                if !self.conflate.get() {
+                if !self.conflates() {
                     let text = format!(
                         r#"{{"type":"token_expiring","expires_at":"{}"}}"#,
                         crate::time::rfc3339(
@@ -385,7 +407,7 @@ impl Conn {
         }
         match self.state.get() {
             State::Open if now.saturating_sub(self.last_seen.get()) >= idle => {
-                self.close(1001, "idle timeout", now + close_timeout);
+                self.close(CloseReason::IdleTimeout, now + close_timeout);
             }
             State::Open if now.saturating_sub(self.last_ping.get()) >= heartbeat => {
                 self.last_ping.set(now);
@@ -406,20 +428,11 @@ const NO_REASON: u8 = u8::MAX;
 /// a client is closed with 1008.
 const MAX_STRIKES: u8 = 10;
 
-/// Wall-clock facts for token expiry, computed once per sweep.
-#[derive(Clone, Copy, Debug)]
-pub struct Expiry {
-    /// Unix seconds now.
-    pub now: u32,
-    /// Seconds before `exp` to send `token_expiring`.
-    pub notice: u32,
-}
-
 /// The queue entry for a shared event: device statuses stay replaceable.
-fn chunk(event: &Event) -> Chunk {
-    match &event.device {
-        Some(device) => Chunk::Status(Arc::clone(&event.frame), Arc::clone(device)),
-        None => Chunk::Shared(Arc::clone(&event.frame)),
+fn chunk(event: &impl Published) -> Chunk {
+    match event.device() {
+        Some(device) => Chunk::Status(Arc::clone(event.frame()), Arc::clone(device)),
+        None => Chunk::Shared(Arc::clone(event.frame())),
     }
 }
 

@@ -13,9 +13,9 @@ pub struct ShardCounters {
     connections: AtomicU64,
     /// Connections ever opened.
     opened: AtomicU64,
-    /// Connections closed, by `metrics::CLOSE_REASONS` index.
+    /// Connections closed, by `CloseReason` index.
     closed_by: Box<[AtomicU64]>,
-    /// Frames not delivered, by `metrics::DROP_REASONS` index.
+    /// Frames not delivered, by `labels::DROP_REASONS` index.
     dropped: [AtomicU64; 3],
     /// Bytes in outbound queues (set by the shard's sweeper).
     queued_bytes: AtomicU64,
@@ -28,14 +28,14 @@ pub struct ShardCounters {
     slow_consumers: AtomicU64,
     /// Rooms with a subscriber on this shard (set by the shard's sweeper).
     rooms: AtomicU64,
-    /// Requests refused, by `metrics::REJECT_REASONS` index.
+    /// Requests refused, by `labels::REJECT_REASONS` index.
     rejected: Box<[AtomicU64]>,
     /// Devices whose last status was forgotten (`max_devices`).
     devices_forgotten: AtomicU64,
     /// Client publishes refused by the per-connection rate limit.
     rate_limited: AtomicU64,
     /// Latency histograms.
-    latencies: crate::metrics::Latencies,
+    latencies: crate::ops::latency::Latencies,
 }
 
 impl ShardCounters {
@@ -48,7 +48,7 @@ impl ShardCounters {
         }
     }
 
-    /// A WebSocket connection closed, for `reason` (a `metrics::CLOSE_REASONS` index).
+    /// A WebSocket connection closed, for `reason` (a `CloseReason` index).
     pub fn closed(&self, client_type: Option<u16>, reason: u8) {
         self.connections.fetch_sub(1, Relaxed);
         if let Some(c) = self.closed_by.get(reason as usize) {
@@ -67,12 +67,12 @@ impl ShardCounters {
         self.opened.load(Relaxed)
     }
 
-    /// Connections closed for `metrics::CLOSE_REASONS[reason]`.
+    /// Connections closed for `CloseReason::ALL[reason]`.
     pub fn closed_by(&self, reason: usize) -> u64 {
         self.closed_by.get(reason).map_or(0, |c| c.load(Relaxed))
     }
 
-    /// Frames dropped for `metrics::DROP_REASONS[reason]`.
+    /// Frames dropped for `labels::DROP_REASONS[reason]`.
     pub fn dropped(&self, reason: usize) -> u64 {
         self.dropped.get(reason).map_or(0, |c| c.load(Relaxed))
     }
@@ -102,7 +102,7 @@ impl ShardCounters {
 
     /// Counts a refused request with code `code`.
     pub fn reject(&self, code: &str) {
-        self.rejected[crate::metrics::reject_reason(code)].fetch_add(1, Relaxed);
+        self.rejected[crate::ops::labels::reject_reason(code)].fetch_add(1, Relaxed);
     }
 
     pub fn rejected(&self, reason: usize) -> u64 {
@@ -133,7 +133,7 @@ impl ShardCounters {
     }
 
     /// One dispatch round: once per round, never per delivery.
-    pub fn delivered(&self, events: u64, done: crate::dispatch::Delivered) {
+    pub fn delivered(&self, events: u64, done: Delivered) {
         self.events.fetch_add(events, Relaxed);
         self.deliveries.fetch_add(done.frames, Relaxed);
         if done.slow_consumers > 0 {
@@ -145,6 +145,18 @@ impl ShardCounters {
             }
         }
     }
+}
+
+/// What one round of delivery did, for the shard's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Frames handed to connections (written or queued).
+    pub frames: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+    /// Frames not delivered, by `metrics::DROP_REASONS` index: superseded
+    /// statuses (conflated), a slow consumer's backlog, closing connections.
+    pub dropped: [u64; 3],
 }
 
 /// Every shard's counters plus what is needed to describe them.
@@ -196,7 +208,7 @@ impl Board {
             .map(|_| ShardCounters {
                 connections: AtomicU64::new(0),
                 opened: AtomicU64::new(0),
-                closed_by: crate::metrics::CLOSE_REASONS
+                closed_by: crate::proto::close::CloseReason::ALL
                     .iter()
                     .map(|_| AtomicU64::new(0))
                     .collect(),
@@ -207,13 +219,13 @@ impl Board {
                 deliveries: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
                 rooms: AtomicU64::new(0),
-                rejected: crate::metrics::REJECT_REASONS
+                rejected: crate::ops::labels::REJECT_REASONS
                     .iter()
                     .map(|_| AtomicU64::new(0))
                     .collect(),
                 devices_forgotten: AtomicU64::new(0),
                 rate_limited: AtomicU64::new(0),
-                latencies: crate::metrics::Latencies::default(),
+                latencies: crate::ops::latency::Latencies::default(),
             })
             .collect();
         Board {
@@ -238,7 +250,7 @@ impl Board {
         &self.client_types
     }
 
-    pub fn latencies(&self, shard: usize) -> &crate::metrics::Latencies {
+    pub fn latencies(&self, shard: usize) -> &crate::ops::latency::Latencies {
         &self.shards[shard].latencies
     }
 

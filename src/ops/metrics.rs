@@ -8,7 +8,10 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-use crate::stats::{Board, ShardCounters};
+use crate::ops::labels::{DROP_REASONS, REJECT_REASONS};
+use crate::ops::latency::Latencies;
+use crate::ops::stats::{Board, ShardCounters};
+use crate::proto::close::CloseReason;
 
 pub const CONNECTIONS: &str = "shardcast_connections";
 pub const EVENTS: &str = "shardcast_events_total";
@@ -29,103 +32,6 @@ pub const HANDSHAKE: &str = "shardcast_handshake_duration_seconds";
 const BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-
-/// Reasons a request is refused before or at the upgrade (bounded label).
-pub const REJECT_REASONS: &[&str] = &[
-    "bad_request",
-    "header_too_large",
-    "body_too_large",
-    "timeout",
-    "bad_handshake",
-    "unauthorized",
-    "forbidden",
-    "origin_not_allowed",
-    "too_many_connections",
-    "not_found",
-    "method_not_allowed",
-    "other",
-];
-
-/// Why a WebSocket connection ended (bounded label).
-pub const CLOSE_REASONS: &[&str] = &[
-    "client_close",
-    "disconnect",
-    "slow_consumer",
-    "bad_messages",
-    "protocol_error",
-    "invalid_payload",
-    "message_too_big",
-    "token_expired",
-    "idle_timeout",
-    "shutdown",
-    "other",
-];
-
-/// [`CLOSE_REASONS`] index of the peer's close and of a vanished peer.
-pub const CLIENT_CLOSE: u8 = 0;
-pub const DISCONNECT: u8 = 1;
-
-/// The [`CLOSE_REASONS`] index of a close the server starts.
-pub fn close_reason(code: u16, reason: &str) -> u8 {
-    let label = match (code, reason) {
-        (1008, "slow consumer") => "slow_consumer",
-        (1008, _) => "bad_messages",
-        (1002, _) => "protocol_error",
-        (1007, _) => "invalid_payload",
-        (1009, _) => "message_too_big",
-        (4001, _) => "token_expired",
-        (1001, "idle timeout") => "idle_timeout",
-        (1001, _) => "shutdown",
-        _ => "other",
-    };
-    CLOSE_REASONS
-        .iter()
-        .position(|r| *r == label)
-        .unwrap_or(CLOSE_REASONS.len() - 1) as u8
-}
-
-/// Why published frames were not delivered (bounded label; the order of
-/// `dispatch::Delivered::dropped`).
-pub const DROP_REASONS: &[&str] = &["conflated", "slow_consumer", "closing"];
-
-/// Index of a rejection code in [`REJECT_REASONS`].
-pub fn reject_reason(code: &str) -> usize {
-    let code = match code {
-        "bad_json" | "bad_event" | "bad_status" | "length_required" => "bad_request",
-        "too_many_events" | "status_too_large" => "body_too_large",
-        "upgrade_required" => "bad_handshake",
-        "token_expired" => "unauthorized",
-        other => other,
-    };
-    REJECT_REASONS
-        .iter()
-        .position(|r| *r == code)
-        .unwrap_or(REJECT_REASONS.len() - 1)
-}
-
-/// A shard's latency histograms (microseconds). The owning shard locks each
-/// once per dispatch round or handshake; a scrape locks it briefly.
-pub struct Latencies {
-    pub fanout: Mutex<Histogram<u64>>,
-    pub handshake: Mutex<Histogram<u64>>,
-}
-
-impl Default for Latencies {
-    fn default() -> Self {
-        let h = || Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"));
-        Latencies {
-            fanout: h(),
-            handshake: h(),
-        }
-    }
-}
-
-/// Records `micros` into `h`.
-pub fn record(h: &Mutex<Histogram<u64>>, micros: u64) {
-    if let Ok(mut h) = h.lock() {
-        let _ = h.record(micros.clamp(1, 60_000_000));
-    }
-}
 
 /// The Prometheus text exposition of every metric.
 pub fn prometheus(board: &Board) -> String {
@@ -195,7 +101,7 @@ pub fn prometheus(board: &Board) -> String {
         &mut out,
         CLOSED,
         "WebSocket connections closed, by reason.",
-        CLOSE_REASONS,
+        &CloseReason::ALL.map(CloseReason::label),
         &ShardCounters::closed_by,
     );
     by_reason(
@@ -330,27 +236,7 @@ pub fn latency_hgrm(board: &Board) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn close_codes_map_to_bounded_reasons() {
-        let label = |code, reason| CLOSE_REASONS[close_reason(code, reason) as usize];
-        assert_eq!(label(1008, "slow consumer"), "slow_consumer");
-        assert_eq!(label(1008, "too many bad messages"), "bad_messages");
-        assert_eq!(label(1001, "idle timeout"), "idle_timeout");
-        assert_eq!(label(1001, "server shutting down"), "shutdown");
-        assert_eq!(label(4001, "token expired"), "token_expired");
-        assert_eq!(label(1002, "x"), "protocol_error");
-        assert_eq!(label(3999, "x"), "other");
-        assert_eq!(CLOSE_REASONS[CLIENT_CLOSE as usize], "client_close");
-        assert_eq!(CLOSE_REASONS[DISCONNECT as usize], "disconnect");
-    }
-
-    #[test]
-    fn rejection_codes_map_to_bounded_reasons() {
-        assert_eq!(REJECT_REASONS[reject_reason("bad_json")], "bad_request");
-        assert_eq!(REJECT_REASONS[reject_reason("forbidden")], "forbidden");
-        assert_eq!(REJECT_REASONS[reject_reason("something-new")], "other");
-    }
+    use crate::ops::latency::record;
 
     #[test]
     fn prometheus_text_has_types_and_buckets() {

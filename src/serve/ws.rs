@@ -12,16 +12,17 @@ use std::task::{Context, Poll};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use crate::client_msg::{self, Action};
-use crate::conn::{Conn, Role, State};
-use crate::devices;
-use crate::frame::{self, Control, Data, OpCode};
-use crate::protocol::{Message, ProtocolError, Receiver};
-use crate::queue::Chunk;
-use crate::rate::RateBucket;
-use crate::shard::{Shard, SocketSlot};
-use crate::sockets::{self, MAX_IOVECS};
-use crate::token::Claims;
+use crate::api::client_msg::{self, Action};
+use crate::auth::admission::{Admission, SocketSlot};
+use crate::auth::token::Claims;
+use crate::conn::handle::{Conn, Role, State};
+use crate::conn::queue::Chunk;
+use crate::conn::rate::RateBucket;
+use crate::proto::close::CloseReason;
+use crate::proto::decode::{Message, ProtocolError, Receiver};
+use crate::proto::frame::{self, Control, Data, OpCode};
+use crate::shard::Shard;
+use crate::sys::sockets::{self, MAX_IOVECS};
 
 /// Frames read per wake-up before the driver yields to other connections.
 const READ_BUDGET: usize = 16;
@@ -36,32 +37,16 @@ pub fn run(
     stream: TcpStream,
     conn: Rc<Conn>,
     leftover: Vec<u8>,
-    role: Role,
-    claims: Option<Claims>,
-    slot: Option<SocketSlot>,
+    session: Session,
 ) -> Driver {
-    match slot {
-        Some(slot) => slot.hand_to_driver(),
-        // Upgrades are served on the public port only; count it anyway,
-        // since the driver's drop gives one back.
-        None => {
-            shard.board.try_open_socket(0);
-        }
-    }
     let mut driver = Driver {
-        session: claims.map(|claims| {
-            Box::new(Session {
-                claims,
-                publish: RateBucket::default(),
-            })
-        }),
+        session: Box::new(session),
         rx: Receiver::default(),
         inbuf: None,
         stream,
         conn,
         shard,
     };
-    driver.conn.role.set(role);
     if !leftover.is_empty() {
         let mut pending = leftover;
         let used = driver.consume(&mut pending);
@@ -73,6 +58,29 @@ pub fn run(
     driver
 }
 
+/// What a connection's task owns beyond its handle: the token's claims,
+/// the publish budget, and its places under the connection and socket
+/// limits, given back when the task ends, however it ends (cancelled at
+/// shutdown included).
+pub struct Session {
+    claims: Option<Claims>,
+    /// Client publishes (room messages, statuses) within `client_publish_rate`.
+    publish: RateBucket,
+    _admission: Admission,
+    _socket: Option<SocketSlot>,
+}
+
+impl Session {
+    pub fn new(claims: Option<Claims>, admission: Admission, socket: Option<SocketSlot>) -> Session {
+        Session {
+            claims,
+            publish: RateBucket::default(),
+            _admission: admission,
+            _socket: socket,
+        }
+    }
+}
+
 impl Future for Driver {
     type Output = ();
 
@@ -82,14 +90,8 @@ impl Future for Driver {
             let this = self.get_mut();
             this.conn.kill();
             this.shard.unregister(&this.conn);
-            if let (Some(session), true) = (&this.session, this.shard.config.max_connections_per_user > 0) {
-                this.shard.board.release_user_slot(&session.claims.sub);
-            }
-            if let Some(device) = this.conn.device.get() {
-                let now = crate::time::now_rfc3339();
-                if let Ok(events) = devices::events(device, &devices::bare("offline"), &now, usize::MAX) {
-                    this.shard.publish_later(events);
-                }
+            if let Some(device) = this.conn.device() {
+                this.shard.announce_presence(device, "offline");
             }
             // FIN rather than RST where the peer has read everything; the
             // descriptor itself closes when the task drops the stream.
@@ -100,35 +102,20 @@ impl Future for Driver {
     }
 }
 
-/// What a token holder's connection keeps beyond its handle.
-struct Session {
-    claims: Claims,
-    /// Client publishes (room messages, statuses) within `client_publish_rate`.
-    publish: RateBucket,
-}
-
 /// The future of one connection's task; see [`run`].
 pub struct Driver {
     stream: TcpStream,
     conn: Rc<Conn>,
     shard: Rc<Shard>,
     rx: Receiver,
-    /// A token holder's claims and publish budget; boxed: 8 bytes idle.
-    session: Option<Box<Session>>,
+    /// Claims, publish budget, admission; boxed: 8 bytes idle.
+    session: Box<Session>,
     /// Bytes of a frame not yet complete; `None` (no allocation) when idle.
     #[allow(
         clippy::box_collection,
         reason = "8 bytes instead of 24 in every idle connection's task"
     )]
     inbuf: Option<Box<Vec<u8>>>,
-}
-
-/// The socket's place under `max_sockets` is given back when the task ends,
-/// however it ends (cancelled at shutdown included).
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.shard.board.close_socket();
-    }
 }
 
 impl Driver {
@@ -247,7 +234,7 @@ impl Driver {
                         handle(
                             &self.conn,
                             &self.shard,
-                            self.conn.role.get(),
+                            self.conn.role(),
                             &mut self.session,
                             state,
                             message,
@@ -265,12 +252,9 @@ impl Driver {
 
     fn fail(&self, error: &ProtocolError) {
         tracing::debug!(conn = self.conn.key, %error, "closing on protocol error");
-        if self.conn.state() == State::Open {
-            let deadline = self.shard.clock() + self.shard.close_timeout_secs();
-            self.conn.close(error.close_code(), error.reason(), deadline);
-        } else {
-            self.conn.kill();
-        }
+        let deadline = self.shard.clock() + self.shard.close_timeout_secs();
+        self.conn
+            .fail(error.close_reason(), error.in_close_frame(), deadline);
     }
 }
 
@@ -279,8 +263,7 @@ fn bad_message(conn: &Conn, shard: &Shard, reply: &str) {
     send_text(conn, reply);
     if conn.strike() {
         conn.close(
-            1008,
-            "too many bad messages",
+            CloseReason::BadMessages,
             shard.clock() + shard.close_timeout_secs(),
         );
     }
@@ -294,19 +277,16 @@ fn send_text(conn: &Conn, text: &str) {
 }
 
 /// `{"type":"refresh"}`: adopt a valid token for the same subject.
-fn refresh(conn: &Rc<Conn>, shard: &Shard, session: &mut Option<Box<Session>>, token: &str) {
+fn refresh(conn: &Rc<Conn>, shard: &Shard, session: &mut Session, token: &str) {
     let reply = match shard.verifier.verify(token) {
-        Ok(new) if session.as_ref().is_some_and(|old| old.claims.sub == new.sub) => {
-            conn.exp.set(new.exp.min(u32::MAX as u64) as u32);
-            conn.expiry_notified.set(false);
+        Ok(new) if session.claims.as_ref().is_some_and(|old| old.sub == new.sub) => {
+            conn.set_exp(new.exp.min(u32::MAX as u64) as u32);
             // From the clamped u32: an absurd `exp` must not overflow SystemTime.
             let expires = crate::time::rfc3339(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(conn.exp.get().into()),
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(conn.exp().into()),
             );
-            if let Some(session) = session {
-                // The publish budget carries over: a refresh does not reset it.
-                session.claims = new;
-            }
+            // The publish budget carries over: a refresh does not reset it.
+            session.claims = Some(new);
             format!(r#"{{"type":"refreshed","expires_at":"{expires}"}}"#)
         }
         Ok(_) => client_msg::error("forbidden", "the new token is for another subject", None),
@@ -320,7 +300,7 @@ fn handle(
     conn: &Rc<Conn>,
     shard: &Shard,
     role: Role,
-    session: &mut Option<Box<Session>>,
+    session: &mut Session,
     state: State,
     message: Message<'_>,
 ) {
@@ -334,8 +314,8 @@ fn handle(
                 let now = crate::time::now_rfc3339();
                 let sender = client_msg::Sender {
                     now: &now,
-                    device: conn.device.get().map(|d| d.as_str()),
-                    claims: session.as_deref().map(|s| &s.claims),
+                    device: conn.device(),
+                    claims: session.claims.as_ref(),
                     max_depth: shard.config.max_json_depth,
                     max_status_bytes: shard.config.max_status_bytes,
                 };
@@ -347,11 +327,13 @@ fn handle(
                             shard.config.client_publish_rate,
                             shard.config.client_publish_burst,
                         );
-                        let allowed = session
-                            .as_mut()
-                            .is_none_or(|s| s.publish.allow(std::time::Instant::now(), rate, burst));
-                        if allowed {
-                            shard.publish_later(events);
+                        let allowed = session.publish.allow(std::time::Instant::now(), rate, burst);
+                        if !allowed {
+                            shard.counters().rate_limited();
+                            let message =
+                                format!("more than {rate} publishes a second (burst {burst}); slow down");
+                            bad_message(conn, shard, &client_msg::error("rate_limited", &message, None));
+                        } else if shard.publish_later(events) {
                             send_text(conn, &reply);
                         } else {
                             shard.counters().rate_limited();
@@ -363,7 +345,7 @@ fn handle(
                     Action::Subscribe { topic, reply } => {
                         // Bounded: the connection's own topics plus at most
                         // `max_rooms_per_connection` rooms.
-                        let rooms = conn.room_count(&shard.registry.borrow());
+                        let rooms = shard.registry.borrow().rooms_of(conn);
                         if rooms >= shard.config.max_rooms_per_connection {
                             let message = format!(
                                 "at most {} rooms per connection",
@@ -400,15 +382,12 @@ fn handle(
                 Some(code) => frame::close(code, ""),
                 None => frame::encode(OpCode::Control(Control::Close), b""),
             };
-            conn.push(Chunk::Owned(reply));
-            conn.note_reason(crate::metrics::CLIENT_CLOSE);
-            conn.close_deadline
-                .set(shard.clock() + shard.close_timeout_secs());
-            if conn.state() == State::Open {
-                conn.state.set(State::Finishing);
-            }
+            conn.peer_closed(Chunk::Owned(reply), shard.clock() + shard.close_timeout_secs());
         }
-        (State::Closing, Message::Close(..)) => conn.state.set(State::Finishing),
+        (State::Closing, Message::Close(..)) => conn.peer_closed(
+            Chunk::Owned(Vec::new()),
+            shard.clock() + shard.close_timeout_secs(),
+        ),
         // Pongs only refresh liveness; data after our close frame is ignored.
         _ => {}
     }

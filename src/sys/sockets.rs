@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -15,7 +15,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 ///
 /// With port 0 the first socket picks the port and the rest join it. Returns
 /// the fds and the address actually bound.
-pub fn bind_listeners(addr: SocketAddr, count: usize, backlog: u32) -> io::Result<(Vec<RawFd>, SocketAddr)> {
+pub fn bind_listeners(
+    addr: SocketAddr,
+    count: usize,
+    backlog: u32,
+) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -31,7 +35,7 @@ pub fn bind_listeners(addr: SocketAddr, count: usize, backlog: u32) -> io::Resul
                 .as_socket()
                 .ok_or_else(|| io::Error::other("listener has no inet address"))?;
         }
-        fds.push(socket.into_raw_fd());
+        fds.push(OwnedFd::from(socket));
     }
     Ok((fds, bound))
 }
@@ -85,10 +89,7 @@ mod tests {
         let (fds, addr) = bind_listeners("127.0.0.1:0".parse().unwrap(), 3, 128).unwrap();
         assert_eq!(fds.len(), 3);
         assert_ne!(addr.port(), 0);
-        for fd in fds {
-            // SAFETY: fd came from into_raw_fd above and is closed exactly once here.
-            unsafe { libc::close(fd) };
-        }
+        drop(fds);
     }
 
     #[test]

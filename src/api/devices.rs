@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use simd_json::OwnedValue;
 
-use crate::broadcast::Event;
-use crate::frame::{self, Data, OpCode};
-use crate::json::{self, JsonError};
-use crate::topic;
+use crate::fanout::broadcast::Event;
+use crate::fanout::topic;
+use crate::proto::frame::{self, Data, OpCode};
+use crate::proto::json::{self, JsonError};
 
 /// Statuses a device may report.
 pub const STATUSES: &[&str] = &["success", "fail", "error", "online", "offline"];

@@ -3,9 +3,9 @@
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 
+use crate::auth::token::Claims;
 use crate::config::Config;
-use crate::http::Request;
-use crate::token::Claims;
+use crate::proto::http::Request;
 
 /// Why a request is not let in. `Unauthorized` → 401, `Forbidden` → 403.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -113,7 +113,7 @@ fn has_crit_header(token: &str) -> bool {
     let Ok(mut bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head) else {
         return true;
     };
-    if crate::json::check_object(&bytes, 8).is_err() {
+    if crate::proto::json::check_object(&bytes, 8).is_err() {
         return true;
     }
     simd_json::to_borrowed_value(&mut bytes).map_or(true, |v| v.contains_key("crit"))
@@ -170,8 +170,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::token::mint_hs256;
     use crate::config::ServeArgs;
-    use crate::token::mint_hs256;
     use std::time::Duration;
 
     fn request(headers: &[(&str, &str)], query: Option<&str>) -> Request {

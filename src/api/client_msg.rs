@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use simd_json::OwnedValue;
 
-use crate::broadcast::Event;
-use crate::devices::{self, StatusIn};
-use crate::json;
-use crate::publish;
-use crate::token::Claims;
-use crate::topic;
+use crate::api::devices::{self, StatusIn};
+use crate::api::publish;
+use crate::auth::token::Claims;
+use crate::fanout::broadcast::Event;
+use crate::fanout::topic;
+use crate::proto::json;
 
 /// Message types a client may send.
 pub const SUPPORTED: &[&str] = &[

@@ -7,14 +7,7 @@ use std::rc::Rc;
 
 use slab::Slab;
 
-use crate::conn::Conn;
-
-/// One connection's subscription to one topic, kept to undo it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Subscription {
-    pub topic: u32,
-    slot: u32,
-}
+use crate::conn::handle::{Conn, Subscription};
 
 struct TopicEntry {
     name: Box<str>,
@@ -76,6 +69,11 @@ impl Registry {
             .is_some_and(|t| t.name.starts_with("room:"))
     }
 
+    /// How many rooms `conn` joined (its subscriptions to `room:` topics).
+    pub fn rooms_of(&self, conn: &Conn) -> usize {
+        conn.room_count(|id| self.is_room(id))
+    }
+
     /// Rooms with a subscriber on this shard.
     pub fn room_count(&self) -> usize {
         self.ids.keys().filter(|k| k.starts_with("room:")).count()
@@ -87,7 +85,7 @@ mod tests {
     use super::*;
 
     fn conn(key: u32) -> Rc<Conn> {
-        Rc::new(Conn::new(key, -1, 0, None))
+        Rc::new(Conn::new(key, -1, 0, crate::conn::handle::ConnSpec::echo()))
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::conn::handle::Published;
+
 /// One published event: its topic and its finished WebSocket frame.
 #[derive(Debug)]
 pub struct Event {
@@ -15,6 +17,16 @@ pub struct Event {
     /// device's last known status (new monitors receive it first), and a
     /// monitor's queue may replace it with a newer status of that device.
     pub device: Option<Arc<str>>,
+}
+
+impl Published for Event {
+    fn frame(&self) -> &Arc<[u8]> {
+        &self.frame
+    }
+
+    fn device(&self) -> Option<&Arc<str>> {
+        self.device.as_ref()
+    }
 }
 
 /// Events accepted together (one publish request), in order.

@@ -3,7 +3,7 @@
 
 use tungstenite::handshake::derive_accept_key;
 
-use crate::http::Request;
+use crate::proto::http::Request;
 
 /// Why an upgrade request is refused (all before any WebSocket byte).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

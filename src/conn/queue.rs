@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use crate::sockets::MAX_IOVECS;
+use crate::sys::sockets::MAX_IOVECS;
 
 /// One frame's bytes: shared by every recipient of a broadcast, or owned
 /// (replies to this connection alone: pong, echo, close).

@@ -4,9 +4,10 @@
 
 use std::io::Cursor;
 
+use crate::proto::close::CloseReason;
 use tungstenite::protocol::frame::FrameHeader;
 
-use crate::frame::{unmask, Control, Data, OpCode};
+use crate::proto::frame::{unmask, Control, Data, OpCode};
 
 /// A complete unit the peer sent. Borrowed from the input or from the
 /// receiver's assembly buffer; valid until the next call to [`Receiver::next`].
@@ -45,6 +46,8 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     #[error("invalid UTF-8 in text")]
     InvalidUtf8,
+    #[error("invalid UTF-8 in a close reason")]
+    InvalidCloseReason,
     #[error("message of {size} bytes exceeds the limit of {max}")]
     MessageTooBig { size: u64, max: usize },
     /// RFC 6455 §5.2: a 64-bit length's most significant bit must be 0.
@@ -53,22 +56,25 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The close code to send for this violation.
-    pub fn close_code(&self) -> u16 {
+    /// Why the connection is failed: the close code and reason to send.
+    pub fn close_reason(&self) -> CloseReason {
         match self {
-            ProtocolError::InvalidUtf8 => 1007,
-            ProtocolError::MessageTooBig { .. } => 1009,
-            _ => 1002,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseReason::InvalidPayload,
+            ProtocolError::MessageTooBig { .. } => CloseReason::MessageTooBig,
+            _ => CloseReason::ProtocolError,
         }
     }
 
-    /// A short close reason (fits a close frame).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ProtocolError::InvalidUtf8 => "invalid utf-8",
-            ProtocolError::MessageTooBig { .. } => "message too big",
-            _ => "protocol error",
-        }
+    /// Whether the offending frame was the peer's close frame: the close
+    /// handshake is then complete once ours is sent (RFC 6455 §7.1.1: the
+    /// server drops TCP first, at once).
+    pub fn in_close_frame(&self) -> bool {
+        matches!(
+            self,
+            ProtocolError::BadClosePayload
+                | ProtocolError::InvalidCloseCode(_)
+                | ProtocolError::InvalidCloseReason
+        )
     }
 }
 
@@ -218,7 +224,7 @@ fn parse_close(payload: &[u8]) -> Result<Message<'_>, ProtocolError> {
             if !close_code_allowed(code) {
                 return Err(ProtocolError::InvalidCloseCode(code));
             }
-            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| ProtocolError::InvalidCloseReason)?;
             Ok(Message::Close(Some(code), reason))
         }
     }
@@ -390,7 +396,7 @@ mod tests {
             ),
             (
                 client_frame(0x88, &[0x03, 0xe8, 0xff]),
-                ProtocolError::InvalidUtf8,
+                ProtocolError::InvalidCloseReason,
             ),
         ];
         for (bytes, want) in cases {

@@ -1,0 +1,8 @@
+//! One WebSocket connection as the rest of the server sees it: the shared
+//! handle (with its single close state machine), its bounded outbound
+//! queue, and its publish budget.
+
+pub mod handle;
+pub mod parts;
+pub mod queue;
+pub mod rate;

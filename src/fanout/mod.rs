@@ -1,0 +1,10 @@
+//! Publish → every local subscriber: events encoded once, topics, the
+//! per-shard registry, delivery (direct or batched through io_uring), and
+//! the last known status of each device.
+
+pub mod broadcast;
+pub mod deliver;
+pub mod device_table;
+pub mod registry;
+pub mod topic;
+pub mod uring_send;

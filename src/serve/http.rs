@@ -1,0 +1,176 @@
+//! The HTTP session of one accepted socket: read requests (keep-alive,
+//! bounded in time; idle sockets make room under socket pressure), answer
+//! them through `api::respond`, and turn an accepted upgrade into a
+//! registered connection driven by `serve::ws`.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpStream;
+
+use crate::api::connect::Upgrade;
+use crate::api::refusal::{reject, RETRY_AFTER};
+use crate::api::respond::{respond, Next};
+use crate::api::route;
+use crate::auth::admission::SocketSlot;
+use crate::conn::queue::Chunk;
+use crate::ops::latency::record;
+use crate::proto::http::{self, HttpError, Request};
+use crate::serve::ws::{self, Session};
+use crate::shard::Shard;
+
+/// How long a keep-alive connection may wait for its next request while at
+/// least three quarters of `max_sockets` are open (else `handshake_timeout`).
+const KEEP_ALIVE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+
+/// How long a refused socket is drained before it closes, so the 503 is
+/// read rather than lost to a reset.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Answers a socket past `max_sockets` with 503 at once and closes it.
+pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
+    let message = format!("server at its socket limit ({})", shard.config.max_sockets);
+    let reply = reject(
+        &shard,
+        503,
+        "too_many_connections",
+        &message,
+        false,
+        &[("Retry-After", RETRY_AFTER)],
+    );
+    if http::write_all(&mut stream, &reply).await.is_ok() {
+        // FIN, then discard what the client sent: closing with unread bytes
+        // would reset the connection and could destroy the answer.
+        // SAFETY: shutdown(2) on the socket this task owns.
+        unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+        let _ = glommio::timer::timeout(REFUSAL_LINGER, async {
+            let mut sink = [0u8; 512];
+            while matches!(futures_lite::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0) {}
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Reads the next request within `handshake_timeout`. While no byte of it
+/// has arrived and three quarters of `max_sockets` are open, the wait is
+/// cut to [`KEEP_ALIVE_UNDER_PRESSURE`], checked again every such slice,
+/// so idle keep-alive connections make room under pressure. `Err(None)`:
+/// close silently (peer gone, idle); `Err(Some(reply))`: answer, then close.
+async fn next_request(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Request, Option<Vec<u8>>> {
+    let config = &shard.config;
+    let deadline = Instant::now() + config.handshake_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = left.min(KEEP_ALIVE_UNDER_PRESSURE);
+        let read =
+            glommio::timer::timeout(slice, async { Ok(http::read_request(stream, buf, config).await) }).await;
+        match read {
+            Ok(Ok(request)) => return Ok(request),
+            Ok(Err(error)) => {
+                if let Some((status, code)) = error.status() {
+                    tracing::debug!(%error, "rejecting request");
+                    return Err(Some(reject(shard, status, code, &error.to_string(), false, &[])));
+                }
+                if !matches!(error, HttpError::Closed) {
+                    tracing::debug!(%error, "connection error before upgrade");
+                }
+                return Err(None);
+            }
+            Err(_) if buf.is_empty() => {
+                let open = shard.board.open_sockets();
+                let under_pressure = open.saturating_mul(4) >= config.max_sockets.saturating_mul(3);
+                if under_pressure || Instant::now() >= deadline {
+                    // Idle, not a request: close without an answer.
+                    return Err(None);
+                }
+            }
+            Err(_) if Instant::now() >= deadline => {
+                let msg = "request not received in time";
+                return Err(Some(reject(shard, 408, "timeout", msg, false, &[])));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Serves `stream` until it closes, times out or upgrades. `slot` counts
+/// the socket against `max_sockets` (none on the admin port).
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, slot: Option<SocketSlot>) {
+    let accepted = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::new();
+    loop {
+        if shard.draining() {
+            return;
+        }
+        let request = match next_request(&shard, &mut stream, &mut buf).await {
+            Ok(request) => request,
+            Err(None) => return,
+            Err(Some(reply)) => {
+                let _ = http::write_all(&mut stream, &reply).await;
+                return;
+            }
+        };
+        // The request and reply must not live on in this task's state for
+        // the connection's lifetime: an idle connection should cost bytes.
+        let head_only = request.method == "HEAD";
+        let (mut reply, next) = respond(&shard, request, port).await;
+        if head_only {
+            http::strip_body(&mut reply);
+        }
+        let written = http::write_all(&mut stream, &reply).await;
+        drop(reply);
+        if written.is_err() {
+            // Dropping `next` gives back an upgrade's admission.
+            return;
+        }
+        match next {
+            Next::KeepAlive => continue,
+            Next::Close => return,
+            Next::Upgraded(up) => {
+                let micros = accepted.elapsed().as_micros() as u64;
+                record(&shard.board.latencies(shard.id).handshake, micros);
+                let leftover = if buf.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut buf)
+                };
+                drop(buf);
+                start_connection(shard, stream, *up, leftover, slot);
+                return;
+            }
+        }
+    }
+}
+
+/// Turns an accepted upgrade into a registered connection and its driver
+/// task. Subscriptions and the first frames (a monitor's snapshot) happen in
+/// one turn of this shard: no status update can fall between them.
+fn start_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    up: Upgrade,
+    leftover: Vec<u8>,
+    socket: Option<SocketSlot>,
+) {
+    let conn = shard.register(stream.as_raw_fd(), up.spec());
+    for topic in &up.topics {
+        shard.subscribe(&conn, topic);
+    }
+    for frame in up.first {
+        conn.send(Chunk::Shared(frame));
+    }
+    if let Some(device) = conn.device() {
+        shard.announce_presence(device, "online");
+    }
+    let session = Session::new(up.claims, up.admission, socket);
+    // A task of its own: the handshake's larger state is freed now instead
+    // of living as long as the connection.
+    glommio::spawn_local(ws::run(shard, stream, conn, leftover, session)).detach();
+}

@@ -1,0 +1,160 @@
+//! The loop of one shard: its accept loops (public and admin port), the
+//! sweeper that sends heartbeats and enforces timeouts, the dispatcher and
+//! local-publish tasks, and the drain on shutdown.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use glommio::net::TcpListener;
+use glommio::{Latency, Shares};
+
+use crate::api::route::Port;
+use crate::auth::admission::SocketSlot;
+use crate::conn::handle::Expiry;
+use crate::fanout::broadcast::Batch;
+use crate::proto::close::CloseReason;
+use crate::serve::{dispatcher, http};
+use crate::shard::{secs, Shard, Shared};
+
+/// How often the sweeper runs.
+const TICK: Duration = Duration::from_millis(500);
+
+/// glommio's listener from a bound, listening socket this shard owns.
+fn listener_from(fd: OwnedFd) -> TcpListener {
+    // SAFETY: `OwnedFd` guarantees the descriptor is open and owned; its
+    // ownership passes to the listener.
+    unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Runs shard `id` on the current executor until `shutdown` fires and the
+/// drain completes.
+pub async fn run(
+    id: usize,
+    shared: Shared,
+    listener: OwnedFd,
+    admin: Option<OwnedFd>,
+    events: flume::Receiver<Arc<Batch>>,
+    shutdown: flume::Receiver<()>,
+) {
+    let listener = listener_from(listener);
+    let admin = admin.map(listener_from);
+    let (shard, local_publishes) = Shard::new(id, shared);
+    let shard = Rc::new(shard);
+    // One task forwards this shard's own publishes into the broadcast
+    // channels, so they wait for room there in order, bounded.
+    let broadcaster = shard.broadcaster.clone();
+    let forwarder = glommio::spawn_local(async move {
+        while let Some(batch) = local_publishes.recv().await {
+            broadcaster.publish(batch).await;
+        }
+    })
+    .detach();
+    let sweeper = glommio::spawn_local(sweep(shard.clone())).detach();
+    // A cross-thread wake (flume's) reaches a sleeping executor late in the
+    // default queue; a latency-sensitive queue makes the reactor wake for it.
+    let executor = glommio::executor();
+    let queue = executor.create_task_queue(
+        Shares::default(),
+        Latency::Matters(Duration::from_millis(1)),
+        "dispatch",
+    );
+    let dispatcher = glommio::spawn_local_into(dispatcher::run(shard.clone(), events), queue)
+        .map(|task| task.detach())
+        .map_err(|e| tracing::error!(shard = id, error = %e, "cannot start the dispatcher"))
+        .ok();
+    let public = accept_loop(shard.clone(), &listener, Port::Public);
+    let internal = async {
+        match &admin {
+            Some(admin) => accept_loop(shard.clone(), admin, Port::Admin).await,
+            None => std::future::pending().await,
+        }
+    };
+    futures_lite::future::or(futures_lite::future::or(public, internal), async {
+        let _ = shutdown.recv_async().await;
+    })
+    .await;
+    drop(listener);
+    drop(admin);
+    drain(&shard).await;
+    sweeper.cancel();
+    forwarder.cancel();
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.cancel();
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener, port: Port) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok(stream) if port == Port::Admin => {
+                glommio::spawn_local(http::serve(shard.clone(), stream, port, None)).detach();
+            }
+            Ok(stream) => {
+                let task = match SocketSlot::take(&shard.board, shard.config.max_sockets) {
+                    Some(slot) => http::serve(shard.clone(), stream, port, Some(slot)).boxed_local(),
+                    None => http::refuse_socket(shard.clone(), stream).boxed_local(),
+                };
+                glommio::spawn_local(task).detach();
+            }
+            Err(error) => {
+                // Typically EMFILE: out of descriptors. Say so at most once a
+                // second and back off briefly rather than spin.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(shard = shard.id, %error, "accept failed");
+                    last_warning = Some(Instant::now());
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Heartbeats and timeouts for every connection, once per tick.
+async fn sweep(shard: Rc<Shard>) {
+    let heartbeat = secs(shard.config.heartbeat_interval);
+    let idle = secs(shard.config.idle_timeout);
+    let close_timeout = shard.close_timeout_secs();
+    let notice = secs(shard.config.token_expiry_notice);
+    loop {
+        glommio::timer::sleep(TICK).await;
+        let now = shard.tick_clock();
+        // Ticking only writes and wakes; it never re-enters the slab.
+        shard.counters().set_rooms(shard.registry.borrow().room_count());
+        let expiry = Expiry {
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32),
+            notice,
+        };
+        let mut queued = 0;
+        shard.for_each_conn(|conn| {
+            conn.tick(now, heartbeat, idle, close_timeout, expiry);
+            queued += conn.queued_bytes() as u64;
+        });
+        shard.counters().set_queued_bytes(queued);
+    }
+}
+
+/// Closes every connection with 1001 and waits for them to finish, at most
+/// `drain_timeout`.
+async fn drain(shard: &Rc<Shard>) {
+    shard.start_draining();
+    let deadline = Instant::now() + shard.config.drain_timeout;
+    let close_by = shard.clock() + shard.close_timeout_secs();
+    shard.for_each_conn(|conn| conn.close(CloseReason::Shutdown, close_by));
+    while shard.connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shard.connection_count();
+    if left > 0 {
+        tracing::warn!(
+            shard = shard.id,
+            left,
+            "drain timeout: dropping remaining connections"
+        );
+    }
+}
