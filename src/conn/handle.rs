@@ -7,17 +7,16 @@
 //! only parks the remainder (and wakes the driver) when the socket is full.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::Waker;
 
 pub use crate::conn::parts::{ConnSpec, Expiry, Outcome, Published, Role, State, Subscription};
 use crate::conn::queue::{Chunk, OutQueue};
 use crate::proto::close::CloseReason;
 use crate::proto::frame::{self, Control, Data, OpCode};
-use crate::sys::sockets::{self, MAX_IOVECS};
+use crate::sys::sockets;
 
 /// The handle of one connection, shared by its driver and by whatever
 /// writes to it (heartbeat, shutdown, fan-out). `fd` is only touched while
@@ -26,8 +25,8 @@ use crate::sys::sockets::{self, MAX_IOVECS};
 pub struct Conn {
     /// Key in the shard's connection slab.
     pub key: u32,
-    fd: RawFd,
-    state: Cell<State>,
+    pub(super) fd: RawFd,
+    pub(super) state: Cell<State>,
     /// Frames the socket did not take yet; allocated only while non-empty,
     /// so an idle connection carries no queue.
     pub(crate) out: RefCell<Option<Box<OutQueue>>>,
@@ -93,7 +92,7 @@ impl Conn {
 
     /// Slow-consumer policy: device monitors first keep only the newest
     /// status per device; everyone else is closed with 1008 past the limit.
-    fn conflates(&self) -> bool {
+    pub(super) fn conflates(&self) -> bool {
         self.role == Role::Monitor
     }
 
@@ -156,126 +155,6 @@ impl Conn {
         *out = Some(queue);
         drop(out);
         self.wake();
-    }
-
-    /// Hands consecutive shared events (one topic's) to this
-    /// connection, in order. With nothing queued they go out in one vectored
-    /// write, inline; what the socket does not take is queued (one `Arc`
-    /// clone per queued frame) and the driver woken. A queue past
-    /// `max_queue` closes the connection as a slow consumer (1008): the
-    /// dispatcher never waits and memory stays bounded.
-    pub fn send_shared<E: Published>(&self, events: &[&E], max_queue: usize, close_deadline: u32) -> Outcome {
-        if self.state.get() != State::Open || events.is_empty() {
-            return Outcome::Dropped;
-        }
-        let mut out = self.out.borrow_mut();
-        if let Some(queue) = out.as_mut() {
-            for event in events {
-                queue.push(chunk(*event), 0);
-            }
-            let (over, conflated) = self.over_limit(queue, max_queue);
-            drop(out);
-            return if over {
-                Outcome::SlowConsumer {
-                    discarded: self.slow_consumer(close_deadline) + conflated,
-                }
-            } else {
-                Outcome::Queued { conflated }
-            };
-        }
-        drop(out);
-        let result = if let [event] = events {
-            sockets::send(self.fd, event.frame())
-        } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = events.len().min(MAX_IOVECS);
-            for (slot, event) in slices.iter_mut().zip(events) {
-                *slot = IoSlice::new(event.frame());
-            }
-            sockets::send_vectored(self.fd, &slices[..n])
-        };
-        self.finish_direct(events, result, max_queue, close_deadline)
-    }
-
-    /// Whether `send_shared` would write to the socket now (open, nothing
-    /// queued): the batched io_uring path then sends for it.
-    pub fn direct_ready(&self) -> bool {
-        self.state.get() == State::Open && !self.has_queued()
-    }
-
-    /// The socket, for the batched io_uring send path.
-    pub fn fd(&self) -> RawFd {
-        self.fd
-    }
-
-    /// After a direct send of `events` (at most `MAX_IOVECS` of them went
-    /// out in the call) returned `result`: queues what the socket did not
-    /// take, or kills the connection on an error.
-    pub fn finish_direct<E: Published>(
-        &self,
-        events: &[&E],
-        result: io::Result<usize>,
-        max_queue: usize,
-        close_deadline: u32,
-    ) -> Outcome {
-        let mut written = match result {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(_) => {
-                self.kill();
-                return Outcome::Dropped;
-            }
-        };
-        let mut first = 0;
-        while first < events.len() && written >= events[first].frame().len() {
-            written -= events[first].frame().len();
-            first += 1;
-        }
-        if first == events.len() {
-            return Outcome::Written;
-        }
-        let mut queue = Box::<OutQueue>::default();
-        queue.push(chunk(events[first]), written);
-        for event in &events[first + 1..] {
-            queue.push(chunk(*event), 0);
-        }
-        let (over, conflated) = self.over_limit(&mut queue, max_queue);
-        *self.out.borrow_mut() = Some(queue);
-        if over {
-            return Outcome::SlowConsumer {
-                discarded: self.slow_consumer(close_deadline) + conflated,
-            };
-        }
-        self.wake();
-        Outcome::Queued { conflated }
-    }
-
-    /// Whether `queue` is past `max_queue` after this connection's policy:
-    /// a monitor first drops statuses superseded by newer ones. Also
-    /// returns the frames so dropped.
-    fn over_limit(&self, queue: &mut OutQueue, max_queue: usize) -> (bool, u32) {
-        if queue.bytes() <= max_queue {
-            return (false, 0);
-        }
-        let conflated = if self.conflates() {
-            queue.conflate() as u32
-        } else {
-            0
-        };
-        (queue.bytes() > max_queue, conflated)
-    }
-
-    /// Drops what this reader is behind on (keeping a partly written frame
-    /// so the stream stays valid) and closes with 1008 "slow consumer".
-    /// Returns the frames discarded.
-    fn slow_consumer(&self, close_deadline: u32) -> u32 {
-        let discarded = self
-            .out
-            .borrow_mut()
-            .as_mut()
-            .map_or(0, |queue| queue.keep_partial_head() as u32);
-        self.close(CloseReason::SlowConsumer, close_deadline);
-        discarded
     }
 
     /// How many of this connection's subscriptions satisfy `is_room`.
@@ -373,7 +252,7 @@ impl Conn {
         self.wake();
     }
 
-    fn wake(&self) {
+    pub(super) fn wake(&self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -427,14 +306,6 @@ const NO_REASON: u8 = u8::MAX;
 /// Bad messages (decaying by half every sweep, twice a second) after which
 /// a client is closed with 1008.
 const MAX_STRIKES: u8 = 10;
-
-/// The queue entry for a shared event: device statuses stay replaceable.
-fn chunk(event: &impl Published) -> Chunk {
-    match event.device() {
-        Some(device) => Chunk::Status(Arc::clone(event.frame()), Arc::clone(device)),
-        None => Chunk::Shared(Arc::clone(event.frame())),
-    }
-}
 
 #[cfg(test)]
 mod tests {

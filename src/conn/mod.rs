@@ -6,3 +6,4 @@ pub mod handle;
 pub mod parts;
 pub mod queue;
 pub mod rate;
+pub mod send;

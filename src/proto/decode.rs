@@ -36,6 +36,8 @@ pub enum ProtocolError {
     FragmentedControl,
     #[error("control frame payload over 125 bytes")]
     ControlTooLong,
+    #[error("close frame payload over 125 bytes")]
+    CloseTooLong,
     #[error("continuation frame without a message to continue")]
     UnexpectedContinuation,
     #[error("new data frame while a fragmented message is unfinished")]
@@ -74,6 +76,7 @@ impl ProtocolError {
             ProtocolError::BadClosePayload
                 | ProtocolError::InvalidCloseCode(_)
                 | ProtocolError::InvalidCloseReason
+                | ProtocolError::CloseTooLong
         )
     }
 }
@@ -140,7 +143,11 @@ impl Receiver {
                 return Err(ProtocolError::FragmentedControl);
             }
             if len > 125 {
-                return Err(ProtocolError::ControlTooLong);
+                return Err(if header.opcode == OpCode::Control(Control::Close) {
+                    ProtocolError::CloseTooLong
+                } else {
+                    ProtocolError::ControlTooLong
+                });
             }
         } else {
             let so_far = self.partial.as_ref().map_or(0, |p| p.assembled.len());
@@ -376,6 +383,14 @@ mod tests {
     }
 
     #[test]
+    fn only_bad_close_frames_complete_the_close_handshake() {
+        assert!(ProtocolError::CloseTooLong.in_close_frame());
+        assert!(ProtocolError::InvalidCloseCode(1005).in_close_frame());
+        assert!(!ProtocolError::ControlTooLong.in_close_frame());
+        assert!(!ProtocolError::InvalidUtf8.in_close_frame());
+    }
+
+    #[test]
     fn protocol_violations_are_errors() {
         let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
             (client_frame(0xc1, b"x"), ProtocolError::ReservedBits),
@@ -384,6 +399,7 @@ mod tests {
             (vec![0x81, 0x01, b'x'], ProtocolError::Unmasked),
             (client_frame(0x09, b""), ProtocolError::FragmentedControl),
             (client_frame(0x89, &[0u8; 126]), ProtocolError::ControlTooLong),
+            (client_frame(0x88, &[0x03; 126]), ProtocolError::CloseTooLong),
             (
                 vec![0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4],
                 ProtocolError::BadLength,

@@ -10,8 +10,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
 use serde::Deserialize;
+
+mod args;
+mod values;
+
+pub use args::ServeArgs;
+pub use values::parse_duration;
+use values::{at_least, duration, list, positive, read_file};
 
 /// The fixed dev-mode JWT secret. Only ever used on a loopback address.
 pub const DEV_JWT_SECRET: &str = "shardcast-dev-secret-NOT-FOR-PRODUCTION";
@@ -34,7 +40,7 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         reason: reason.into(),
@@ -57,186 +63,6 @@ pub enum SendPathKind {
     Direct,
     /// One io_uring SQE per recipient, one submit per broadcast.
     Uring,
-}
-
-/// `shardcast serve` flags. Each is also read from `SHARDCAST_<NAME>` and from
-/// the TOML file key `<name>` (dashes become underscores).
-#[derive(Args, Debug, Default)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (keys use underscores).
-    #[arg(long, env = "SHARDCAST_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on (default 127.0.0.1:8080 in dev mode, else 0.0.0.0:8080).
-    #[arg(long, env = "SHARDCAST_LISTEN")]
-    pub listen: Option<String>,
-    /// Internal address for the publish API, device status, /metrics and
-    /// /debug/latency (they then leave the public port).
-    #[arg(long, env = "SHARDCAST_ADMIN_LISTEN")]
-    pub admin_listen: Option<String>,
-    /// Number of shards (one pinned executor each); default: all cores.
-    #[arg(long, env = "SHARDCAST_SHARDS")]
-    pub shards: Option<usize>,
-    /// Listen backlog of each shard's socket.
-    #[arg(long, env = "SHARDCAST_BACKLOG")]
-    pub backlog: Option<u32>,
-    /// Largest HTTP request head (request line + headers), bytes; over it: 431.
-    #[arg(long, env = "SHARDCAST_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<usize>,
-    /// Most header lines in one request; over it: 431.
-    #[arg(long, env = "SHARDCAST_MAX_HEADERS")]
-    pub max_headers: Option<usize>,
-    /// Largest HTTP request body, bytes; over it: 413.
-    #[arg(long, env = "SHARDCAST_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Time allowed for one HTTP request or handshake, and keep-alive idle time (e.g. 10s).
-    #[arg(long, env = "SHARDCAST_HANDSHAKE_TIMEOUT")]
-    pub handshake_timeout: Option<String>,
-    /// Largest WebSocket message a client may send, bytes; over it: close 1009.
-    #[arg(long, env = "SHARDCAST_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// Most bytes queued for one connection before its slow-consumer policy applies.
-    #[arg(long, env = "SHARDCAST_MAX_QUEUE_BYTES")]
-    pub max_queue_bytes: Option<usize>,
-    /// Most WebSocket connections in total (0: the open-file limit less 128); over it: 503.
-    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS")]
-    pub max_connections: Option<u64>,
-    /// Most connections of one client type (0: no limit); over it: 503.
-    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_TYPE")]
-    pub max_connections_per_type: Option<u64>,
-    /// Most connections of one user (token `sub`; 0: no limit); over it: 503.
-    #[arg(long, env = "SHARDCAST_MAX_CONNECTIONS_PER_USER")]
-    pub max_connections_per_user: Option<u32>,
-    /// Most events in one `POST /api/v1/publish/batch`; over it: 413.
-    #[arg(long, env = "SHARDCAST_MAX_BATCH_EVENTS")]
-    pub max_batch_events: Option<usize>,
-    /// Most rooms one connection may join; past it: error `too_many_rooms`.
-    #[arg(long, env = "SHARDCAST_MAX_ROOMS_PER_CONNECTION")]
-    pub max_rooms_per_connection: Option<usize>,
-    /// Deepest nesting of arrays/objects in any JSON a peer sends; deeper: `bad_json`.
-    #[arg(long, env = "SHARDCAST_MAX_JSON_DEPTH")]
-    pub max_json_depth: Option<usize>,
-    /// Largest encoded device status, bytes (far below the body limit); over it: 413.
-    #[arg(long, env = "SHARDCAST_MAX_STATUS_BYTES")]
-    pub max_status_bytes: Option<usize>,
-    /// Most devices whose last status is remembered; past it the least
-    /// recently updated is forgotten (and counted).
-    #[arg(long, env = "SHARDCAST_MAX_DEVICES")]
-    pub max_devices: Option<usize>,
-    /// Messages per second one connection may publish (rooms, device status); past it: `rate_limited`.
-    #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_RATE")]
-    pub client_publish_rate: Option<u32>,
-    /// Messages one connection may publish in a burst above the rate.
-    #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_BURST")]
-    pub client_publish_burst: Option<u32>,
-    /// Most accepted sockets on the public port, HTTP and WebSocket alike
-    /// (0: the open-file limit less a reserve); past it: 503 at once.
-    #[arg(long, env = "SHARDCAST_MAX_SOCKETS")]
-    pub max_sockets: Option<u64>,
-    /// Interval of server pings to each connection (e.g. 25s).
-    #[arg(long, env = "SHARDCAST_HEARTBEAT_INTERVAL")]
-    pub heartbeat_interval: Option<String>,
-    /// How long before a token's `exp` the client is sent `token_expiring`.
-    #[arg(long, env = "SHARDCAST_TOKEN_EXPIRY_NOTICE")]
-    pub token_expiry_notice: Option<String>,
-    /// A peer silent for this long is closed (e.g. 60s).
-    #[arg(long, env = "SHARDCAST_IDLE_TIMEOUT")]
-    pub idle_timeout: Option<String>,
-    /// How long to wait for the peer's close frame after sending ours.
-    #[arg(long, env = "SHARDCAST_CLOSE_TIMEOUT")]
-    pub close_timeout: Option<String>,
-    /// On SIGTERM/SIGINT, how long to wait for connections to close before exiting.
-    #[arg(long, env = "SHARDCAST_DRAIN_TIMEOUT")]
-    pub drain_timeout: Option<String>,
-    /// HS256 secret for client JWTs. Without it the server runs in dev mode.
-    #[arg(long, env = "SHARDCAST_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// PEM public key for RS256 or ES256 client tokens (instead of a secret).
-    #[arg(long, env = "SHARDCAST_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<PathBuf>,
-    /// Required `iss` claim, if set.
-    #[arg(long, env = "SHARDCAST_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-    /// Required `aud` claim, if set.
-    #[arg(long, env = "SHARDCAST_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-    /// Clock skew allowed when checking `exp` (e.g. 0s, 30s).
-    #[arg(long, env = "SHARDCAST_JWT_LEEWAY")]
-    pub jwt_leeway: Option<String>,
-    /// API key for the publish API.
-    #[arg(long, env = "SHARDCAST_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Comma-separated browser origins allowed to connect (`https://*.example.com` allowed).
-    #[arg(long, env = "SHARDCAST_ALLOWED_ORIGINS")]
-    pub allowed_origins: Option<String>,
-    /// Comma-separated client types served on /ws/{client_type}.
-    #[arg(long, env = "SHARDCAST_CLIENT_TYPES")]
-    pub client_types: Option<String>,
-    /// Client types that are devices (publish online/offline, may report status).
-    #[arg(long, env = "SHARDCAST_DEVICE_TYPES")]
-    pub device_types: Option<String>,
-    /// Do not pin shards to CPUs (for hosts where other busy processes, such
-    /// as a load generator, share the cores).
-    #[arg(long, env = "SHARDCAST_NO_PIN")]
-    pub no_pin: bool,
-    /// Serve /ws/echo (no auth; for conformance tests only).
-    #[arg(long, env = "SHARDCAST_ECHO")]
-    pub echo: bool,
-    /// Log format.
-    #[arg(long, env = "SHARDCAST_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// How fan-out writes to sockets: `uring` (default: batched io_uring
-    /// sends) or `direct` (sendmsg per recipient); see the README's measurements.
-    #[arg(long, env = "SHARDCAST_SEND_PATH", value_enum)]
-    pub send_path: Option<SendPathKind>,
-    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `shardcast=debug`).
-    #[arg(long, env = "SHARDCAST_LOG")]
-    pub log: Option<String>,
-}
-
-/// The same settings as read from a TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    admin_listen: Option<String>,
-    shards: Option<usize>,
-    backlog: Option<u32>,
-    max_header_bytes: Option<usize>,
-    max_headers: Option<usize>,
-    max_body_bytes: Option<usize>,
-    handshake_timeout: Option<String>,
-    max_message_bytes: Option<usize>,
-    max_queue_bytes: Option<usize>,
-    max_batch_events: Option<usize>,
-    max_rooms_per_connection: Option<usize>,
-    max_connections: Option<u64>,
-    max_connections_per_type: Option<u64>,
-    max_connections_per_user: Option<u32>,
-    max_json_depth: Option<usize>,
-    max_status_bytes: Option<usize>,
-    max_devices: Option<usize>,
-    client_publish_rate: Option<u32>,
-    client_publish_burst: Option<u32>,
-    max_sockets: Option<u64>,
-    heartbeat_interval: Option<String>,
-    idle_timeout: Option<String>,
-    token_expiry_notice: Option<String>,
-    close_timeout: Option<String>,
-    drain_timeout: Option<String>,
-    jwt_secret: Option<String>,
-    jwt_public_key: Option<PathBuf>,
-    jwt_issuer: Option<String>,
-    jwt_audience: Option<String>,
-    jwt_leeway: Option<String>,
-    api_key: Option<String>,
-    allowed_origins: Option<String>,
-    client_types: Option<String>,
-    device_types: Option<String>,
-    echo: Option<bool>,
-    pin: Option<bool>,
-    log_format: Option<LogFormat>,
-    send_path: Option<SendPathKind>,
-    log: Option<String>,
 }
 
 /// Validated server configuration, shared read-only by every shard.
@@ -313,7 +139,7 @@ impl Config {
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => args::FileConfig::default(),
         };
         macro_rules! pick {
             ($name:ident) => {
@@ -450,69 +276,6 @@ impl Config {
             ));
         }
         Ok(config)
-    }
-}
-
-fn read_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::File {
-        path: path.clone(),
-        reason: e.message().to_string(),
-    })
-}
-
-fn list(text: Option<&str>) -> Option<Vec<String>> {
-    text.map(|t| {
-        t.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
-    })
-}
-
-fn positive(key: &'static str, value: u32) -> Result<u32, ConfigError> {
-    if value == 0 {
-        return Err(invalid(key, "must be greater than 0"));
-    }
-    Ok(value)
-}
-
-fn at_least(key: &'static str, value: usize, min: usize) -> Result<usize, ConfigError> {
-    if value < min {
-        return Err(invalid(key, format!("{value} is below the minimum {min}")));
-    }
-    Ok(value)
-}
-
-fn duration(key: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
-    let text = value.as_deref().unwrap_or(default);
-    match parse_duration(text) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(invalid(
-            key,
-            format!("'{text}' is not a positive duration like 500ms, 10s, 5m, 24h"),
-        )),
-    }
-}
-
-/// Parses `500ms`, `10s`, `5m`, `24h`, `7d`, or bare seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => None,
     }
 }
 
