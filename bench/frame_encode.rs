@@ -22,10 +22,16 @@ fn encode_400_byte_event_once(c: &mut Criterion) {
         b.iter(|| frame::encode_shared(OpCode::Data(Data::Text), &payload))
     });
     let template = body().into_bytes();
+    let types = ["user".to_string()];
+    let rules = publish::Rules {
+        max_depth: 128,
+        max_events: 1000,
+        client_types: &types,
+    };
     g.bench_function("parse a publish body and build its frame", |b| {
         b.iter_batched(
             || template.clone(),
-            |mut body| publish::parse_one(&mut body, TS, 128).expect("valid body"),
+            |mut body| publish::parse_one(&mut body, TS, rules).expect("valid body"),
             criterion::BatchSize::SmallInput,
         )
     });

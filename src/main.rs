@@ -4,6 +4,7 @@
 //! secret, prints a ready token). `shardcast serve --help` lists every
 //! setting; each is also `SHARDCAST_<NAME>` and a key in `--config FILE`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -83,8 +84,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Colour codes only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Human => builder.init(),
@@ -93,7 +96,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     match shardcast::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "cannot start");
+            // One plain line (not a log line too): it is the whole story.
             eprintln!("shardcast: {error}");
             let config_error = matches!(error, shardcast::server::ServerError::Config(_));
             ExitCode::from(if config_error { 2 } else { 1 })

@@ -109,7 +109,6 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         shards = config.shards,
         nofile = limits.nofile,
         memlock = limits.memlock,
-        connection_capacity = limits.connection_capacity(),
         max_connections = config.max_connections,
         max_sockets = config.max_sockets,
         send_path = ?config.send_path,
@@ -148,7 +147,7 @@ fn announce(config: &Config, addr: std::net::SocketAddr, admin: Option<std::net:
              Loopback only; never use these values in production.\n\n\
              dev token (sub=dev-user, 24h):\n  {token}\n\
              dev API key:\n  {key}\n\n\
-             connect a client:\n  python3 -m websockets 'ws://{addr}/ws/user?token={token}'\n\
+             connect a client (pip install websockets):\n  python3 -m websockets 'ws://{addr}/ws/user?token={token}'\n\
              publish an event:\n  curl -sS -X POST http://{api}/api/v1/publish -H 'Authorization: Bearer {key}' \
              -H 'Content-Type: application/json' -d '{{\"topic\":\"all\",\"event\":\"hello\",\"data\":{{\"text\":\"hi\"}}}}'\n\
              health and stats:\n  curl -sS http://{addr}/health\n  curl -sS http://{addr}/ws/stats\n\n"

@@ -18,6 +18,7 @@ use crate::conn::handle::{Conn, ConnSpec};
 use crate::fanout::broadcast::{Batch, Broadcaster, Event};
 use crate::fanout::device_table::DeviceTable;
 use crate::fanout::registry::Registry;
+use crate::ops::refusal_log::RefusalLog;
 use crate::ops::stats::{Board, ShardCounters};
 
 /// Bytes one socket read may return; shared by every connection of the
@@ -60,6 +61,10 @@ pub struct Shard {
     draining: Cell<bool>,
     /// Publishes from this shard's tasks, drained by one task (`serve::runtime`).
     publishes: LocalSender<Batch>,
+    /// When each refusal reason was last logged.
+    refusals: RefCell<RefusalLog>,
+    /// Refused sockets being drained before they close (see `serve::http`).
+    lingering: Cell<u32>,
 }
 
 impl Shard {
@@ -81,6 +86,8 @@ impl Shard {
             clock: Cell::new(0),
             draining: Cell::new(false),
             publishes,
+            refusals: RefCell::new(RefusalLog::default()),
+            lingering: Cell::new(0),
         };
         (shard, queued)
     }
@@ -101,6 +108,24 @@ impl Shard {
         self.board.shard(self.id)
     }
 
+    /// Counts a refused request (`code`, answered `status`) and logs it at
+    /// `info`, rate-limited per reason. `message` describes the request,
+    /// never a token.
+    pub fn refused(&self, status: u16, code: &str, message: &str) {
+        self.counters().reject(code);
+        let reason = crate::ops::labels::reject_reason(code);
+        if let Some(count) = self.refusals.borrow_mut().note(reason, Instant::now()) {
+            tracing::info!(
+                shard = self.id,
+                status,
+                code,
+                count,
+                last = message,
+                "requests refused"
+            );
+        }
+    }
+
     /// A process-unique id: `<shard>-<n>`.
     pub fn next_id(&self) -> String {
         let n = self.next_id.get();
@@ -119,11 +144,13 @@ impl Shard {
     }
 
     /// Publishes a device's presence (`online` at upgrade, `offline` at
-    /// close), the one place both are built.
+    /// close), the one place both are built; the device keeps the identity
+    /// (MAC, serial) it last reported.
     pub fn announce_presence(&self, device: &str, status: &str) {
         let now = crate::time::now_rfc3339();
-        let bare = crate::api::devices::bare(status);
-        if let Ok(events) = crate::api::devices::events(device, &bare, &now, usize::MAX) {
+        let bare =
+            crate::fanout::devices::presence(status, self.devices.borrow().get(device).map(|f| &f[..]));
+        if let Ok(events) = crate::fanout::devices::events(device, &bare, &now, usize::MAX) {
             if !self.publish_later(events) {
                 tracing::warn!(
                     shard = self.id,
@@ -208,6 +235,18 @@ impl Shard {
         let now = self.started.elapsed().as_secs() as u32;
         self.clock.set(now);
         now
+    }
+
+    /// Takes one of `max` places for a refused socket to linger in; false
+    /// when all are taken (the socket is then closed at once).
+    pub fn try_linger(&self, max: u32) -> bool {
+        let n = self.lingering.get();
+        (n < max).then(|| self.lingering.set(n + 1)).is_some()
+    }
+
+    /// Gives back a place taken with [`Shard::try_linger`].
+    pub fn end_linger(&self) {
+        self.lingering.set(self.lingering.get().saturating_sub(1));
     }
 
     /// From now on, refuse new work (the drain has begun).

@@ -130,4 +130,69 @@ fn config_file_errors_name_the_file() {
     assert_eq!(code, 2);
     assert!(stderr.contains("config file"), "{stderr}");
     assert!(stderr.contains("no_such_setting"), "{stderr}");
+    // Type errors name the key and the line.
+    std::fs::write(&path, "shards = 1\nmax_message_bytes = \"64k\"\n").unwrap();
+    let (code, stderr) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("line 2: max_message_bytes: invalid type: string \"64k\""),
+        "{stderr}"
+    );
+    std::fs::write(&path, "listen = 127.0.0.1:8090\n").unwrap();
+    let (_, stderr) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(stderr.contains("line 1: listen: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn a_port_held_by_another_shardcast_stops_start_up() {
+    let first = Server::start(&[]);
+    let port = first.addr.to_string();
+    let (code, err) = run(&["serve", "--listen", &port, "--shards", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {port}")) && err.contains("Address already in use"),
+        "{err}"
+    );
+    assert_eq!(err.matches("cannot listen").count(), 1, "said once: {err}");
+    // The first server still answers alone.
+    assert_eq!(first.get("/health").0, 200);
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let server = Server::start(&["--log", "debug"]);
+    assert_eq!(server.get("/health").0, 200);
+    let logs = poll_until(std::time::Instant::now() + DEADLINE, || {
+        let l = server.logs();
+        l.contains("listening").then_some(l)
+    })
+    .expect("a log line");
+    assert!(!logs.contains('\u{1b}'), "ANSI escape in piped logs: {logs:?}");
+}
+
+#[test]
+fn tuning_check_and_the_server_give_one_capacity_figure() {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/check"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let figure: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WebSocket connections per shardcast process: "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no capacity line: {text}"));
+    let server = Server::start(&[]);
+    let logs = poll_until(std::time::Instant::now() + DEADLINE, || {
+        let l = server.logs();
+        l.contains("max_connections=").then_some(l)
+    })
+    .expect("the listening line");
+    let from_server: u64 = logs
+        .split("max_connections=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(figure, from_server, "{text}\n{logs}");
 }

@@ -71,3 +71,14 @@ fn bad_ttl_is_refused() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--ttl"), "{stderr}");
 }
+
+#[test]
+fn a_zero_ttl_mints_an_expired_token_the_server_refuses() {
+    let (code, token, stderr) = mint(&["--sub", "late", "--types", "user", "--ttl", "0s"], None);
+    assert_eq!(code, 0, "{stderr}");
+    let server = Server::start(&[]);
+    let (status, head, mut socket) = upgrade(&server, &format!("/ws/user?token={token}"), "");
+    assert_eq!(status, 401, "{head}");
+    let body = read_to_close(&mut socket);
+    assert!(body.contains(r#""error":"token_expired""#), "{body}");
+}

@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 use simd_json::OwnedValue;
 
-use crate::api::devices::{self, StatusIn};
 use crate::api::publish;
 use crate::auth::token::Claims;
 use crate::fanout::broadcast::Event;
+use crate::fanout::devices::{self, StatusIn};
 use crate::fanout::topic;
 use crate::proto::json;
 
@@ -188,6 +188,26 @@ pub fn handle(text: &mut [u8], sender: &Sender<'_>) -> Action {
     }
 }
 
+/// What a device monitor's message gets: a pong for `{"type":"ping"}`
+/// (embedded monitors keep their connection alive with it); anything else
+/// is ignored, since every message a monitor receives must be a status
+/// object or the pong it asked for.
+pub fn monitor_reply(text: &mut [u8], now: &str, max_depth: usize) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    json::check_object(text, max_depth).ok()?;
+    let message: Kind = simd_json::serde::from_slice(text).ok()?;
+    (message.kind.as_deref() == Some("ping")).then(|| {
+        to_json(&Pong {
+            kind: "pong",
+            timestamp: now,
+        })
+    })
+}
+
 /// `subscribe`/`unsubscribe`/`publish` for `{"room": …}`, checked against
 /// the token's `rooms` (join) and `publish` claims.
 fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
@@ -334,6 +354,17 @@ mod tests {
             reply(&deep, Some("d1"), None),
             r#"{"type":"error","code":"bad_json","message":"nesting deeper than 16"}"#
         );
+    }
+
+    #[test]
+    fn monitors_get_a_pong_and_nothing_else() {
+        let pong = monitor_reply(&mut br#"{"type":"ping"}"#.to_vec(), "T", 8);
+        assert_eq!(pong.as_deref(), Some(r#"{"type":"pong","timestamp":"T"}"#));
+        assert_eq!(
+            monitor_reply(&mut br#"{"type":"subscribe"}"#.to_vec(), "T", 8),
+            None
+        );
+        assert_eq!(monitor_reply(&mut b"{bad".to_vec(), "T", 8), None);
     }
 
     #[test]

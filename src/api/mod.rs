@@ -4,7 +4,6 @@
 
 pub mod client_msg;
 pub mod connect;
-pub mod devices;
 pub mod publish;
 pub mod refusal;
 pub mod respond;

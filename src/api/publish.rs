@@ -10,10 +10,10 @@ use simd_json::OwnedValue;
 
 use std::time::Instant;
 
-use crate::api::devices;
 use crate::api::refusal::reject;
 use crate::auth::verify::{self, AuthError};
 use crate::fanout::broadcast::{Batch, Event};
+use crate::fanout::devices;
 use crate::fanout::topic::{Topic, TopicError};
 use crate::proto::frame::{self, Data, OpCode};
 use crate::proto::http::{self, Request};
@@ -33,6 +33,14 @@ pub enum PublishError {
     /// An event's topic is not a valid topic.
     #[error("{}invalid topic: {error}", at(*.index))]
     BadTopic { index: Option<usize>, error: TopicError },
+    /// A `type:` topic naming no configured client type: nobody could ever
+    /// receive it.
+    #[error("{}no client type '{name}' (configured: {known}); no connection could receive this topic", at(*.index))]
+    UnknownClientType {
+        index: Option<usize>,
+        name: String,
+        known: String,
+    },
     /// An event's name is empty or too long.
     #[error("{}'event' must be 1 to {MAX_EVENT_NAME} bytes", at(*.index))]
     BadEventName { index: Option<usize> },
@@ -77,20 +85,27 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &mut [u8], max_depth: usize)
     simd_json::serde::from_slice(body).map_err(|e| PublishError::BadJson(json::describe(&e)))
 }
 
+/// What a publish body is checked against (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// `max_json_depth`.
+    pub max_depth: usize,
+    /// `max_batch_events`.
+    pub max_events: usize,
+    /// The configured client types (`type:` topics must name one).
+    pub client_types: &'a [String],
+}
+
 /// Parses a single-event body into its encoded event.
-pub fn parse_one(body: &mut [u8], timestamp: &str, max_depth: usize) -> Result<Vec<Event>, PublishError> {
-    let event: EventIn = parse_body(body, max_depth)?;
-    Ok(vec![encode(event, timestamp, None)?])
+pub fn parse_one(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result<Vec<Event>, PublishError> {
+    let event: EventIn = parse_body(body, rules.max_depth)?;
+    Ok(vec![encode(event, timestamp, None, rules)?])
 }
 
 /// Parses a batch body (`{"events":[…]}`) into encoded events, in order.
-pub fn parse_batch(
-    body: &mut [u8],
-    timestamp: &str,
-    max_events: usize,
-    max_depth: usize,
-) -> Result<Vec<Event>, PublishError> {
-    let batch: BatchIn = parse_body(body, max_depth)?;
+pub fn parse_batch(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result<Vec<Event>, PublishError> {
+    let max_events = rules.max_events;
+    let batch: BatchIn = parse_body(body, rules.max_depth)?;
     if batch.events.is_empty() {
         return Err(PublishError::EmptyBatch);
     }
@@ -104,14 +119,28 @@ pub fn parse_batch(
         .events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| encode(e, timestamp, Some(i)))
+        .map(|(i, e)| encode(e, timestamp, Some(i), rules))
         .collect()
 }
 
 /// Validates one event and encodes `{"event":…,"timestamp":…,"data":…}`
 /// into a text frame.
-fn encode(event: EventIn, timestamp: &str, index: Option<usize>) -> Result<Event, PublishError> {
+fn encode(
+    event: EventIn,
+    timestamp: &str,
+    index: Option<usize>,
+    rules: Rules<'_>,
+) -> Result<Event, PublishError> {
     let topic = Topic::parse(&event.topic).map_err(|error| PublishError::BadTopic { index, error })?;
+    if let Topic::Type(name) = &topic {
+        if !rules.client_types.iter().any(|t| t == name) {
+            return Err(PublishError::UnknownClientType {
+                index,
+                name: name.chars().take(64).collect(),
+                known: rules.client_types.join(", "),
+            });
+        }
+    }
     if event.event.is_empty() || event.event.len() > MAX_EVENT_NAME {
         return Err(PublishError::BadEventName { index });
     }
@@ -152,7 +181,7 @@ async fn publish_with(
     shard: &Shard,
     request: &mut Request,
     keep_alive: bool,
-    parse: impl FnOnce(&mut Vec<u8>, &str) -> Result<Vec<Event>, Refused>,
+    parse: impl FnOnce(&mut Vec<u8>, &str) -> Result<(Vec<Event>, usize), Refused>,
 ) -> Vec<u8> {
     if !verify::has_api_key(request, &shard.config.api_key) {
         let (status, code) = AuthError::BadApiKey.status();
@@ -168,11 +197,10 @@ async fn publish_with(
     }
     let accepted = Instant::now();
     let timestamp = time::now_rfc3339();
-    let events = match parse(&mut request.body, &timestamp) {
-        Ok(events) => events,
+    let (events, count) = match parse(&mut request.body, &timestamp) {
+        Ok(parsed) => parsed,
         Err((status, code, message)) => return reject(shard, status, code, &message, keep_alive, &[]),
     };
-    let count = events.len();
     let id = shard.next_id();
     shard.broadcaster.publish(Batch { events, accepted }).await;
     let body = simd_json::to_string(&Accepted {
@@ -186,18 +214,26 @@ async fn publish_with(
 
 /// `POST /api/v1/publish[/batch]`: `{topic, event, data}` or `{"events":[…]}`.
 pub async fn publish(shard: &Shard, request: &mut Request, batch: bool, keep_alive: bool) -> Vec<u8> {
-    let max = shard.config.max_batch_events;
-    let depth = shard.config.max_json_depth;
+    let rules = Rules {
+        max_depth: shard.config.max_json_depth,
+        max_events: shard.config.max_batch_events,
+        client_types: &shard.config.client_types,
+    };
     publish_with(shard, request, keep_alive, |body, ts| {
         let parsed = if batch {
-            parse_batch(body, ts, max, depth)
+            parse_batch(body, ts, rules)
         } else {
-            parse_one(body, ts, depth)
+            parse_one(body, ts, rules)
         };
-        parsed.map_err(|e| {
-            let (status, code) = e.status();
-            (status, code, e.to_string())
-        })
+        parsed
+            .map(|events| {
+                let n = events.len();
+                (events, n)
+            })
+            .map_err(|e| {
+                let (status, code) = e.status();
+                (status, code, e.to_string())
+            })
     })
     .await
 }
@@ -211,8 +247,10 @@ pub async fn device_status(
 ) -> Vec<u8> {
     let (depth, max_bytes) = (shard.config.max_json_depth, shard.config.max_status_bytes);
     publish_with(shard, request, keep_alive, |body, ts| {
+        // One status, carried by two events (`devices`, `device:{id}`).
         devices::parse(body, depth)
             .and_then(|report| devices::events(device_id, &report, ts, max_bytes))
+            .map(|events| (events, 1))
             .map_err(|e| {
                 let (status, code) = e.status();
                 (status, code, e.to_string())
@@ -227,6 +265,15 @@ mod tests {
 
     const TS: &str = "2026-01-01T12:00:00.000Z";
 
+    fn rules(max_events: usize) -> Rules<'static> {
+        static TYPES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        Rules {
+            max_depth: 128,
+            max_events,
+            client_types: TYPES.get_or_init(|| vec!["user".into(), "shop".into()]),
+        }
+    }
+
     fn payload(frame: &[u8]) -> &str {
         let start = if frame[1] & 0x7f == 126 { 4 } else { 2 };
         std::str::from_utf8(&frame[start..]).unwrap()
@@ -237,7 +284,7 @@ mod tests {
         let mut body =
             br#"{"topic":"type:user","event":"product.approved","data":{"product_id":123,"name":"a\"b"}}"#
                 .to_vec();
-        let events = parse_one(&mut body, TS, 128).unwrap();
+        let events = parse_one(&mut body, TS, rules(10)).unwrap();
         assert_eq!(&*events[0].topic, "type:user");
         let text = payload(&events[0].frame);
         let v: OwnedValue = simd_json::from_slice(&mut text.as_bytes().to_vec()).unwrap();
@@ -251,7 +298,7 @@ mod tests {
     #[test]
     fn missing_data_is_null() {
         let mut body = br#"{"topic":"all","event":"ping"}"#.to_vec();
-        let events = parse_one(&mut body, TS, 128).unwrap();
+        let events = parse_one(&mut body, TS, rules(10)).unwrap();
         assert!(payload(&events[0].frame).ends_with(r#""data":null}"#));
     }
 
@@ -259,41 +306,54 @@ mod tests {
     fn bad_bodies_name_the_problem() {
         let mut b = b"{not json".to_vec();
         assert!(matches!(
-            parse_one(&mut b, TS, 128),
+            parse_one(&mut b, TS, rules(10)),
             Err(PublishError::BadJson(_))
         ));
         let mut b = br#"{"event":"x"}"#.to_vec();
         assert!(
-            matches!(parse_one(&mut b, TS, 128), Err(PublishError::BadJson(m)) if m.to_string() == "missing field \"topic\"")
+            matches!(parse_one(&mut b, TS, rules(10)), Err(PublishError::BadJson(m)) if m.to_string() == "missing field \"topic\"")
         );
         let mut b = br#"{"topic":"nope","event":"x"}"#.to_vec();
         assert!(matches!(
-            parse_one(&mut b, TS, 128),
+            parse_one(&mut b, TS, rules(10)),
             Err(PublishError::BadTopic { index: None, .. })
         ));
         let mut b = br#"{"topic":"all","event":""}"#.to_vec();
         assert_eq!(
-            parse_one(&mut b, TS, 128).unwrap_err(),
+            parse_one(&mut b, TS, rules(10)).unwrap_err(),
             PublishError::BadEventName { index: None }
         );
     }
 
     #[test]
+    fn a_type_topic_must_name_a_configured_client_type() {
+        let mut b = br#"{"topic":"type:nosuch","event":"x"}"#.to_vec();
+        let err = parse_one(&mut b, TS, rules(10)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no client type 'nosuch' (configured: user, shop); no connection could receive this topic"
+        );
+        assert_eq!(err.status(), (400, "bad_event"));
+        let mut b = br#"{"topic":"type:shop","event":"x"}"#.to_vec();
+        assert!(parse_one(&mut b, TS, rules(10)).is_ok());
+    }
+
+    #[test]
     fn a_batch_with_one_bad_event_is_refused_whole() {
         let mut b = br#"{"events":[{"topic":"all","event":"a"},{"topic":"bad","event":"b"}]}"#.to_vec();
-        let err = parse_batch(&mut b, TS, 10, 128).unwrap_err();
+        let err = parse_batch(&mut b, TS, rules(10)).unwrap_err();
         assert!(err.to_string().starts_with("events[1]: invalid topic"), "{err}");
         let mut b = br#"{"events":[]}"#.to_vec();
         assert_eq!(
-            parse_batch(&mut b, TS, 10, 128).unwrap_err(),
+            parse_batch(&mut b, TS, rules(10)).unwrap_err(),
             PublishError::EmptyBatch
         );
         let two = br#"{"events":[{"topic":"all","event":"a"},{"topic":"user:x","event":"b"}]}"#;
         assert_eq!(
-            parse_batch(&mut two.to_vec(), TS, 1, 128).unwrap_err(),
+            parse_batch(&mut two.to_vec(), TS, rules(1)).unwrap_err(),
             PublishError::TooManyEvents { count: 2, max: 1 }
         );
-        let events = parse_batch(&mut two.to_vec(), TS, 2, 128).unwrap();
+        let events = parse_batch(&mut two.to_vec(), TS, rules(2)).unwrap();
         let topics: Vec<&str> = events.iter().map(|e| &*e.topic).collect();
         assert_eq!(topics, ["all", "user:x"]);
     }

@@ -16,6 +16,6 @@ pub fn reject(
     keep_alive: bool,
     headers: &[(&str, &str)],
 ) -> Vec<u8> {
-    shard.counters().reject(code);
+    shard.refused(status, code, message);
     http::error_response(status, code, message, keep_alive, headers)
 }

@@ -67,7 +67,8 @@ pub struct TokenArgs {
     /// Device ids it may watch (`*` = all), comma-separated.
     #[arg(long, default_value = "")]
     pub devices: String,
-    /// Lifetime, e.g. 30m, 24h, 365d.
+    /// Lifetime, e.g. 30m, 24h, 365d; `0s` mints a token that is already
+    /// expired (for testing a client's expiry handling).
     #[arg(long, default_value = "24h")]
     pub ttl: String,
     /// HS256 secret (default: SHARDCAST_JWT_SECRET, else the dev secret).
@@ -86,7 +87,7 @@ pub struct TokenArgs {
 /// Why a token cannot be minted.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("invalid --ttl '{0}': use e.g. 30m, 24h, 365d")]
+    #[error("invalid --ttl '{0}': use e.g. 30m, 24h, 365d (0s: already expired)")]
     Ttl(String),
     #[error("cannot read --key {path}: {reason}")]
     Key { path: String, reason: String },
@@ -97,9 +98,7 @@ pub enum TokenError {
 /// Mints the token `args` describe. The second value says whether the
 /// built-in dev secret was used (the caller warns).
 pub fn mint(args: &TokenArgs) -> Result<(String, bool), TokenError> {
-    let ttl = crate::config::parse_duration(&args.ttl)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| TokenError::Ttl(args.ttl.clone()))?;
+    let ttl = crate::config::parse_duration(&args.ttl).ok_or_else(|| TokenError::Ttl(args.ttl.clone()))?;
     let list = |s: &str| {
         s.split(',')
             .map(str::trim)
@@ -108,6 +107,10 @@ pub fn mint(args: &TokenArgs) -> Result<(String, bool), TokenError> {
             .collect()
     };
     let mut claims = Claims::new(&args.sub, ttl);
+    if ttl.is_zero() {
+        // `exp` equal to now is still valid for this second: one before.
+        claims.exp = claims.exp.saturating_sub(1);
+    }
     claims.types = list(&args.types);
     claims.rooms = list(&args.rooms);
     claims.publish = list(&args.publish);

@@ -14,8 +14,27 @@ pub fn read_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::File {
         path: path.clone(),
-        reason: e.message().to_string(),
+        reason: locate(&text, e.span(), e.message()),
     })
+}
+
+/// `line N: key: message` for a TOML error at byte `span` of `text` (the key
+/// is the one assigned on that line, when there is one).
+fn locate(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let Some(span) = span else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty())
+    {
+        Some(key) => format!("line {line_no}: {key}: {message}"),
+        None => format!("line {line_no}: {message}"),
+    }
 }
 
 pub fn list(text: Option<&str>) -> Option<Vec<String>> {

@@ -5,6 +5,7 @@
 pub mod broadcast;
 pub mod deliver;
 pub mod device_table;
+pub mod devices;
 pub mod registry;
 pub mod topic;
 pub mod uring_send;

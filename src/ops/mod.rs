@@ -4,4 +4,5 @@
 pub mod labels;
 pub mod latency;
 pub mod metrics;
+pub mod refusal_log;
 pub mod stats;

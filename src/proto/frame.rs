@@ -38,6 +38,18 @@ pub fn write_header(opcode: OpCode, len: usize, out: &mut Vec<u8>) {
 
 /// A close frame with `code` and a reason (cut to fit the 125-byte control
 /// payload limit on a character boundary).
+/// The payload of an unmasked server frame this server encoded (header
+/// lengths 2, 4 or 10); empty for anything shorter than its header.
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(header..).unwrap_or(&[])
+}
+
 pub fn close(code: u16, reason: &str) -> Vec<u8> {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {

@@ -28,6 +28,10 @@ const KEEP_ALIVE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
 /// read rather than lost to a reset.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
+/// Refused sockets one shard lets linger at once (well within the
+/// descriptors `sys::limits` keeps free for answers).
+const MAX_LINGERING: u32 = 8;
+
 /// Answers a socket past `max_sockets` with 503 at once and closes it.
 pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
     let message = format!("server at its socket limit ({})", shard.config.max_sockets);
@@ -39,7 +43,9 @@ pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
         false,
         &[("Retry-After", RETRY_AFTER)],
     );
-    if http::write_all(&mut stream, &reply).await.is_ok() {
+    // Lingering keeps the descriptor a while: in a storm only a few may,
+    // or the refusals themselves would exhaust the open-file limit.
+    if http::write_all(&mut stream, &reply).await.is_ok() && shard.try_linger(MAX_LINGERING) {
         // FIN, then discard what the client sent: closing with unread bytes
         // would reset the connection and could destroy the answer.
         // SAFETY: shutdown(2) on the socket this task owns.
@@ -50,6 +56,7 @@ pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
             Ok(())
         })
         .await;
+        shard.end_linger();
     }
 }
 

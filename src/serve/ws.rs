@@ -307,7 +307,14 @@ fn handle(
     match (state, message) {
         (State::Open, Message::Text(payload)) => match role {
             Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Text), payload))),
-            Role::Monitor => {}
+            Role::Monitor => {
+                let now = crate::time::now_rfc3339();
+                if let Some(pong) =
+                    client_msg::monitor_reply(&mut payload.to_vec(), &now, shard.config.max_json_depth)
+                {
+                    send_text(conn, &pong);
+                }
+            }
             Role::Client | Role::Device => {
                 // The payload is ours to parse in place (simd-json mutates it).
                 let mut text = payload.to_vec();

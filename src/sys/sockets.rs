@@ -20,6 +20,9 @@ pub fn bind_listeners(
     count: usize,
     backlog: u32,
 ) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    if addr.port() != 0 {
+        check_port_free(addr)?;
+    }
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -38,6 +41,16 @@ pub fn bind_listeners(
         fds.push(OwnedFd::from(socket));
     }
     Ok((fds, bound))
+}
+
+/// Fails with `AddrInUse` when anything listens on `addr`, another
+/// shardcast included: our listeners set `SO_REUSEPORT`, which would
+/// silently join a running process's group and split clients between two
+/// servers. A probe without `SO_REUSEPORT` cannot bind a listening port.
+fn check_port_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
 }
 
 /// Most iovecs one `send_vectored` call passes to the kernel.

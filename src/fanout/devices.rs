@@ -29,6 +29,14 @@ pub enum StatusError {
     MissingStatus,
     #[error("invalid device id: {0}")]
     BadDeviceId(topic::TopicError),
+    /// A field the flat status object cannot carry.
+    #[error(
+        "unknown field '{0}' (a status has mac_address, serial_number, status, time_start, time_end, result)"
+    )]
+    UnknownField(String),
+    /// `result` must stay flat: monitors read it as a string.
+    #[error("'result' must be a string or null (monitors read a flat object)")]
+    NestedResult,
 }
 
 impl StatusError {
@@ -43,7 +51,7 @@ impl StatusError {
 
 /// A status report as a device or backend sends it; every field optional
 /// but `status`.
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 pub struct StatusIn {
     mac_address: Option<String>,
     serial_number: Option<String>,
@@ -75,10 +83,47 @@ impl StatusIn {
     }
 }
 
-/// Parses a JSON status report body, nesting at most `max_depth` deep.
+/// The fields of a status report (every other key of a body is refused).
+pub const FIELDS: &[&str] = &[
+    "mac_address",
+    "serial_number",
+    "status",
+    "time_start",
+    "time_end",
+    "result",
+];
+
+/// Parses a JSON status report body, nesting at most `max_depth` deep;
+/// a key outside [`FIELDS`] is refused by name.
 pub fn parse(body: &mut [u8], max_depth: usize) -> Result<StatusIn, StatusError> {
     json::check_object(body, max_depth).map_err(StatusError::BadJson)?;
+    let mut copy = body.to_vec();
+    let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        simd_json::serde::from_slice(&mut copy).map_err(|e| StatusError::BadJson(json::describe(&e)))?;
+    if let Some(extra) = keys.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(StatusError::UnknownField(extra.chars().take(64).collect()));
+    }
     simd_json::serde::from_slice(body).map_err(|e| StatusError::BadJson(json::describe(&e)))
+}
+
+/// A presence status (`online`/`offline`) that keeps the device's last
+/// reported identity, read from its last status frame, if any.
+pub fn presence(status: &str, last: Option<&[u8]>) -> StatusIn {
+    #[derive(Deserialize)]
+    struct Identity {
+        mac_address: Option<String>,
+        serial_number: Option<String>,
+    }
+    let known = last
+        .map(|frame| frame::payload(frame).to_vec())
+        .and_then(|mut json| simd_json::serde::from_slice::<Identity>(&mut json).ok());
+    let keep = |v: Option<String>| v.filter(|v| v != "unknown");
+    StatusIn {
+        status: Some(status.to_string()),
+        mac_address: known.as_ref().and_then(|k| keep(k.mac_address.clone())),
+        serial_number: known.and_then(|k| keep(k.serial_number)),
+        ..StatusIn::default()
+    }
 }
 
 /// A bare status (`online`/`offline` on connect and disconnect).
@@ -102,6 +147,12 @@ pub fn events(
     let status = report.status.as_deref().ok_or(StatusError::MissingStatus)?;
     if !STATUSES.contains(&status) {
         return Err(StatusError::BadStatus(status.chars().take(32).collect()));
+    }
+    {
+        use simd_json::prelude::*;
+        if !(report.result.is_null() || report.result.is_str()) {
+            return Err(StatusError::NestedResult);
+        }
     }
     let out = StatusOut {
         device_id,
@@ -165,6 +216,32 @@ mod tests {
         let report = parse(&mut body, 128).unwrap();
         let events = events("d", &report, "T", 4096).unwrap();
         assert!(text(&events[0].frame).contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","updated_at":"T","result":"ok""#));
+    }
+
+    #[test]
+    fn only_flat_reports_are_accepted() {
+        let mut b = br#"{"status":"fail","extra":"x"}"#.to_vec();
+        assert_eq!(
+            parse(&mut b, 8).unwrap_err(),
+            StatusError::UnknownField("extra".into())
+        );
+        let mut b = br#"{"status":"fail","result":{"a":1}}"#.to_vec();
+        let report = parse(&mut b, 8).unwrap();
+        assert_eq!(
+            events("d", &report, "T", 4096).unwrap_err(),
+            StatusError::NestedResult
+        );
+    }
+
+    #[test]
+    fn presence_keeps_the_last_reported_identity() {
+        let mut body = br#"{"mac_address":"aa:bb","serial_number":"SN1","status":"success"}"#.to_vec();
+        let last = events("d", &parse(&mut body, 8).unwrap(), "T", 4096).unwrap();
+        let offline = events("d", &presence("offline", Some(&last[0].frame)), "T2", 4096).unwrap();
+        assert!(text(&offline[0].frame)
+            .contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"offline""#));
+        let fresh = events("d", &presence("online", None), "T", 4096).unwrap();
+        assert!(text(&fresh[0].frame).contains(r#""mac_address":"unknown""#));
     }
 
     #[test]
