@@ -41,23 +41,43 @@ fn main() -> ExitCode {
         }
     };
     print!("{}", report.table());
+    let target = args.target.as_deref().unwrap_or("spawned shardcast");
     let title = format!(
-        "shardcast {}: {} connections, {} latency",
+        "{target} — {}: {} latency by percentile",
         report.scenario,
-        report.connected,
         if kind == Kind::ConnectStorm {
             "handshake"
         } else {
-            "delivery"
+            "send → receive"
         }
     );
+    let rate = report
+        .offered_events_per_sec
+        .map_or("back to back".to_string(), |r| format!("{r} events/s"));
+    let subtitle = if kind == Kind::ConnectStorm {
+        format!(
+            "{}/{} connections, {}",
+            report.connected, report.conns, report.run.timestamp
+        )
+    } else {
+        format!(
+            "{}/{} connections, {} events of {} B at {rate}, {} samples, {} cores, {}",
+            report.connected,
+            report.conns,
+            report.events,
+            report.payload_bytes,
+            report.latency_us.samples,
+            report.run.cores,
+            report.run.timestamp
+        )
+    };
     let outputs = [
         (
             &args.json,
             simd_json::to_string_pretty(&report).unwrap_or_default(),
         ),
         (&args.hgrm, report::hgrm(&histogram)),
-        (&args.svg, report::svg(&histogram, &title)),
+        (&args.svg, report::svg(&histogram, &title, &subtitle)),
     ];
     for (path, text) in outputs {
         if let Some(path) = path {

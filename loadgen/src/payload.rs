@@ -31,17 +31,18 @@ pub fn device_status(seq: u64, ts_ns: u64, payload_bytes: usize) -> String {
     let pad = payload_bytes.saturating_sub(190 + 40);
     let status = ["success", "fail", "error"][(seq % 3) as usize];
     format!(
-        r#"{{"type":"status","status":"{status}","mac_address":"02:00:00:00:00:01","serial_number":"LG-1","result":{{"seq":{seq},"ts":{ts_ns},"pad":"{}"}}}}"#,
+        // `result` is a string: statuses are flat objects.
+        r#"{{"type":"status","status":"{status}","mac_address":"02:00:00:00:00:01","serial_number":"LG-1","result":"seq={seq};ts={ts_ns};pad={}"}}"#,
         "x".repeat(pad)
     )
 }
 
-/// `(seq, ts_ns)` from a received envelope, if it carries them.
+/// `(seq, ts_ns)` from a received envelope (`"seq":…,"ts":…` in its data)
+/// or device status (`seq=…;ts=…` in its `result` string), if it carries them.
 pub fn decode(message: &[u8]) -> Option<(u64, u64)> {
-    Some((
-        number_after(message, b"\"seq\":")?,
-        number_after(message, b"\"ts\":")?,
-    ))
+    let field =
+        |json: &[u8], flat: &[u8]| number_after(message, json).or_else(|| number_after(message, flat));
+    Some((field(b"\"seq\":", b"seq=")?, field(b"\"ts\":", b";ts=")?))
 }
 
 fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
@@ -60,6 +61,13 @@ mod tests {
         let envelope = format!(r#"{{"event":"product.approved","timestamp":"T","data":{d}}}"#);
         assert!((380..=420).contains(&envelope.len()), "{}", envelope.len());
         assert_eq!(decode(envelope.as_bytes()), Some((42, 1_700_000_000_123_456_789)));
+    }
+
+    #[test]
+    fn a_device_status_round_trips_as_a_flat_object() {
+        let status = device_status(7, 1_700_000_000_000_000_001, 400);
+        assert!(status.contains(r#""result":"seq=7;"#), "{status}");
+        assert_eq!(decode(status.as_bytes()), Some((7, 1_700_000_000_000_000_001)));
     }
 
     #[test]

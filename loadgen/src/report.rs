@@ -9,10 +9,69 @@ use serde::Serialize;
 
 use crate::stats::{self, WorkerStats};
 
+/// Where and when a run was made, for reading its figures later.
+#[derive(Serialize, Default)]
+pub struct RunInfo {
+    /// Start of the run, RFC 3339 UTC.
+    pub timestamp: String,
+    pub host: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// CPUs this process may use.
+    pub cores: usize,
+    /// The spawned server's shard count (`None`: not spawned, or its default).
+    pub server_shards: Option<usize>,
+    /// Extra arguments the spawned server got (`--server-arg`).
+    pub server_args: Vec<String>,
+}
+
+impl RunInfo {
+    /// Facts of this machine now.
+    pub fn here(server_shards: Option<usize>, server_args: &[String]) -> RunInfo {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        RunInfo {
+            timestamp: now_rfc3339(),
+            host: read("/proc/sys/kernel/hostname"),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            server_shards,
+            server_args: server_args.to_vec(),
+        }
+    }
+}
+
+/// UTC now as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no date crate).
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Every figure of a run.
 #[derive(Serialize)]
 pub struct Report {
     pub command: String,
+    pub run: RunInfo,
     pub scenario: String,
     pub conns: usize,
     pub connected: usize,
@@ -35,11 +94,19 @@ pub struct Report {
     pub unexpected_closes: u64,
     pub closes: BTreeMap<String, u64>,
     pub publish_errors: Option<String>,
-    /// Deliveries per second between the first scheduled send and the last receive.
+    /// Events per second the publisher was asked to send (`None`: back to
+    /// back, a throughput run).
+    pub offered_events_per_sec: Option<f64>,
+    /// The offered load in deliveries per second (offered events/s ×
+    /// connections that receive each event); `None` for back-to-back runs.
+    pub offered_deliveries_per_sec: Option<f64>,
+    /// Deliveries per second between the first scheduled send and the last
+    /// receive: the achieved maximum in a back-to-back run, the offered
+    /// load (if it kept up) in a paced one.
     pub deliveries_per_sec: f64,
     /// Scheduled send → receive, every delivery after the warm-up.
     pub latency_us: Percentiles,
-    /// Per event: time until its last recipient got it.
+    /// Per event: time until its last recipient got it (one sample per event).
     pub event_completion_us: Percentiles,
     /// Socket creation → `101 Switching Protocols`.
     pub handshake_us: Percentiles,
@@ -48,13 +115,12 @@ pub struct Report {
     /// Server CPU time (user + system) per delivery, when the server's pid is known.
     pub server_cpu_us_per_delivery: Option<f64>,
     pub server_rss_kib: Option<u64>,
-    /// Shorthand for `latency_us.p99`.
-    pub p99: f64,
 }
 
-/// Latency percentiles in microseconds.
+/// Latency percentiles in microseconds, over `samples` values.
 #[derive(Serialize, Default, Clone, Copy)]
 pub struct Percentiles {
+    pub samples: u64,
     pub min: f64,
     pub mean: f64,
     pub p50: f64,
@@ -72,6 +138,7 @@ impl Percentiles {
         }
         let us = |ns: u64| ns as f64 / 1000.0;
         Percentiles {
+            samples: h.len(),
             min: us(h.min()),
             mean: h.mean() / 1000.0,
             p50: us(h.value_at_quantile(0.50)),
@@ -98,16 +165,56 @@ pub fn completion(stats: &WorkerStats, start_ns: u64, rate: Option<f64>, warmup:
     h
 }
 
+impl Percentiles {
+    /// The percentiles `samples` can support (a p99 needs 100 samples,
+    /// p99.9 a thousand, p99.99 ten thousand), as table cells.
+    fn cells(&self) -> [String; 7] {
+        let cell = |v: f64, need: u64| {
+            if self.samples >= need {
+                format!("{v:.0}")
+            } else {
+                "—".to_string()
+            }
+        };
+        [
+            cell(self.min, 1),
+            cell(self.p50, 2),
+            cell(self.p90, 10),
+            cell(self.p99, 100),
+            cell(self.p99_9, 1000),
+            cell(self.p99_99, 10_000),
+            cell(self.max, 1),
+        ]
+    }
+}
+
 impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();
         let devices = self.devices.map(|d| format!("  devices {d}")).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "scenario {}  conns {}/{}{devices}  events {} (warm-up {})  payload {} B",
-            self.scenario, self.connected, self.conns, self.events, self.warmup_events, self.payload_bytes
-        );
+        if self.scenario == "connect-storm" {
+            let _ = writeln!(
+                out,
+                "scenario {}  conns {}/{}",
+                self.scenario, self.connected, self.conns
+            );
+        } else {
+            let offered = match self.offered_events_per_sec {
+                Some(r) => format!("{r} events/s"),
+                None => "back to back".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "scenario {}  conns {}/{}{devices}  events {} (warm-up {}) at {offered}  payload {} B",
+                self.scenario,
+                self.connected,
+                self.conns,
+                self.events,
+                self.warmup_events,
+                self.payload_bytes
+            );
+        }
         if self.scenario != "connect-storm" {
             let _ = writeln!(
                 out,
@@ -120,7 +227,22 @@ impl Report {
                 self.duplicates,
                 self.unexpected_closes
             );
-            let _ = writeln!(out, "deliveries/s {:.0}", self.deliveries_per_sec);
+            match self.offered_deliveries_per_sec {
+                Some(offered) => {
+                    let _ = writeln!(
+                        out,
+                        "deliveries/s {:.0} (offered load {offered:.0}/s; a paced run, not a throughput figure)",
+                        self.deliveries_per_sec
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "deliveries/s {:.0} (achieved, back to back)",
+                        self.deliveries_per_sec
+                    );
+                }
+            }
         }
         let _ = writeln!(
             out,
@@ -141,8 +263,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
-            "latency (µs)", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+            "{:<24}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "latency (µs)", "samples", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
         let mut rows = vec![("handshake", &self.handshake_us)];
         if self.scenario != "connect-storm" {
@@ -150,11 +272,15 @@ impl Report {
             rows.insert(0, ("send → receive", &self.latency_us));
         }
         for (name, p) in rows {
+            let [min, p50, p90, p99, p999, p9999, max] = p.cells();
             let _ = writeln!(
                 out,
-                "{name:<24}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}{:>10.0}",
-                p.min, p.p50, p.p90, p.p99, p.p99_9, p.p99_99, p.max
+                "{name:<24}{:>10}{min:>10}{p50:>10}{p90:>10}{p99:>10}{p999:>10}{p9999:>10}{max:>10}",
+                p.samples
             );
+        }
+        if self.scenario != "connect-storm" {
+            let _ = writeln!(out, "(— : too few samples for that percentile)");
         }
         if let Some(e) = &self.publish_errors {
             let _ = writeln!(out, "publish error: {e}");
@@ -206,8 +332,8 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
 
 /// A latency-by-percentile plot: x is the percentile on HdrHistogram's
 /// log scale (90%, 99%, 99.9%, … equally spaced), y the latency in ms.
-pub fn svg(h: &Histogram<u64>, title: &str) -> String {
-    let (w, ht, left, bottom, top, right) = (800.0, 480.0, 70.0, 50.0, 40.0, 20.0);
+pub fn svg(h: &Histogram<u64>, title: &str, subtitle: &str) -> String {
+    let (w, ht, left, bottom, top, right) = (800.0, 480.0, 70.0, 50.0, 56.0, 48.0);
     let (pw, ph) = (w - left - right, ht - top - bottom);
     let nines = 5.0; // x axis: 0% .. 99.999%
     let x_of = |q: f64| {
@@ -235,10 +361,13 @@ pub fn svg(h: &Histogram<u64>, title: &str) -> String {
     let mut out = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ht}" viewBox="0 0 {w} {ht}" font-family="sans-serif" font-size="12">
 <rect width="{w}" height="{ht}" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>
+<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>
+<text x="{}" y="40" text-anchor="middle" font-size="11" fill="#555">{}</text>
 "##,
         w / 2.0,
-        escape(title)
+        escape(title),
+        w / 2.0,
+        escape(subtitle)
     );
     for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
         .iter()
@@ -326,15 +455,39 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_need_enough_samples() {
+        let mut h = stats::histogram();
+        for i in 1..=150u64 {
+            h.record(i * 1000).unwrap();
+        }
+        let cells = Percentiles::of(&h).cells();
+        assert_ne!(cells[3], "—", "p99 from 150 samples");
+        assert_eq!(cells[4], "—", "no p99.9 from 150 samples");
+        assert_eq!(cells[5], "—", "no p99.99 either");
+        assert_ne!(cells[6], "—", "max is always there");
+        assert_eq!(now_rfc3339().len(), 20);
+    }
+
+    #[test]
     fn svg_plots_the_distribution() {
-        let s = svg(&sample(), "a <test>");
+        let s = svg(&sample(), "a <test>", "1000 conns");
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert!(s.contains("a &lt;test&gt;"));
+        assert!(s.contains("a &lt;test&gt;") && s.contains("1000 conns"));
+        // The last axis label sits inside the picture.
+        let x: f64 = s
+            .split("text-anchor=\"middle\">99.999%")
+            .next()
+            .and_then(|before| before.rsplit("<text x=\"").next())
+            .and_then(|t| t.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(x + 30.0 <= 800.0, "99.999% at x={x} is cut off");
         assert!(s.contains("99.99%"));
         let points = s.split("points=\"").nth(1).unwrap();
         assert!(points.split_whitespace().count() > 10);
         assert_eq!(nice_ceiling(0.7), 1.0);
         assert_eq!(nice_ceiling(1001.0), 2000.0);
-        assert!(svg(&stats::histogram(), "empty").contains("</svg>"));
+        assert!(svg(&stats::histogram(), "empty", "").contains("</svg>"));
     }
 }

@@ -320,8 +320,11 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
     } else {
         args.warmup.unwrap_or(args.events / 20).min(args.events)
     };
+    let paced = kind != Kind::ConnectStorm;
+    let receivers = total.expected.checked_div(args.events.max(1)).unwrap_or(0) as f64;
     Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        run: crate::report::RunInfo::here(args.spawn.then_some(args.shards).flatten(), &args.server_arg),
         scenario: kind.name().into(),
         conns: args.conns,
         connected: total.connected as usize,
@@ -343,6 +346,8 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         unexpected_closes: total.unexpected_closes,
         closes: total.closes.clone(),
         publish_errors,
+        offered_events_per_sec: rate.filter(|_| paced),
+        offered_deliveries_per_sec: rate.filter(|_| paced).map(|r| r * receivers),
         deliveries_per_sec: total.received as f64 * 1e9 / span_ns as f64,
         latency_us: latency,
         event_completion_us: Percentiles::of(&crate::report::completion(total, start_ns, rate, warmup)),
@@ -354,7 +359,6 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         },
         server_cpu_us_per_delivery: cpu_us,
         server_rss_kib: rss,
-        p99: latency.p99,
     }
 }
 

@@ -88,8 +88,35 @@ fn product_approved_delivers_every_event_and_writes_every_output() {
     assert_eq!(num(&r, "deliveries"), 200 * 40);
     assert_eq!(num(&r, "lost"), 0);
     assert_eq!(num(&r, "duplicates"), 0);
-    let p99 = r.get("p99").and_then(|v| v.as_f64()).unwrap();
+    let p99 = r
+        .get("latency_us")
+        .and_then(|l| l.get("p99"))
+        .and_then(|v| v.as_f64())
+        .unwrap();
     assert!(p99 > 0.0, "a p99 was measured");
+    // The offered load, and where and when the run was made.
+    let f = |v: Option<&simd_json::OwnedValue>| v.and_then(|v| v.as_f64());
+    assert_eq!(f(r.get("offered_events_per_sec")), Some(400.0));
+    assert_eq!(f(r.get("offered_deliveries_per_sec")), Some(400.0 * 200.0));
+    let run = r.get("run").unwrap();
+    for key in ["timestamp", "kernel", "host"] {
+        assert!(
+            !run.get(key).and_then(|v| v.as_str()).unwrap_or("").is_empty(),
+            "run.{key}"
+        );
+    }
+    assert!(r.get("p99").is_none(), "no duplicate p99 at the top level");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("at 400 events/s") && table.contains("offered load 80000/s"),
+        "{table}"
+    );
+    assert!(table.contains("samples"), "{table}");
+    let svg = std::fs::read_to_string(&s).unwrap();
+    assert!(
+        svg.contains("200/200 connections, 40 events of 400 B at 400 events/s"),
+        "{svg}"
+    );
     assert!(r
         .get("command")
         .and_then(|c| c.as_str())
