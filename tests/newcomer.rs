@@ -85,7 +85,17 @@ fn a_monitor_ping_gets_a_pong() {
 
 #[test]
 fn refusals_are_logged_at_info_without_the_token() {
-    let server = Server::start(&["--log", "info"]);
+    // One shard: the limit is one line per reason per interval per shard.
+    let server = Server::start_raw(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--log",
+        "info",
+    ])
+    .unwrap();
     let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.c2lnbmF0dXJl";
     for _ in 0..3 {
         let (status, _, _) = upgrade(&server, &format!("/ws/user?token={forged}"), "");
@@ -185,5 +195,74 @@ fn the_readme_samples_are_real_output() {
     assert!(
         readme.contains(&format!("`{reply}`")),
         "README lacks the real reply {reply}"
+    );
+}
+
+/// The keys of a JSON object, in order, with nested objects flattened as
+/// `outer.inner` (values are run-specific: times, ids).
+fn shape(json: &str) -> Vec<String> {
+    use simd_json::prelude::*;
+    fn walk(prefix: &str, v: &simd_json::OwnedValue, out: &mut Vec<String>) {
+        if let Some(o) = v.as_object() {
+            for (k, v) in o.iter() {
+                let key = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(key.clone());
+                walk(&key, v, out);
+            }
+        }
+    }
+    let v: simd_json::OwnedValue = simd_json::from_slice(&mut json.as_bytes().to_vec()).unwrap();
+    let mut out = Vec::new();
+    walk("", &v, &mut out);
+    out.sort();
+    out
+}
+
+/// The first JSON object in the README line containing `marker`.
+fn readme_json(readme: &str, marker: &str) -> String {
+    let line = readme
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker} in README"));
+    let start = line.find('{').unwrap();
+    let mut depth = 0;
+    for (i, c) in line[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return line[start..start + i + 1].to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced sample: {line}")
+}
+
+#[test]
+fn the_readme_sample_shapes_are_real_output() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let server = Server::start(&[]);
+    assert_eq!(
+        shape(&server.get("/health").1),
+        shape(&readme_json(&readme, "\"uptime_secs\""))
+    );
+    let (_, reply) = Publisher::new(&server).publish_reply("all", "e", "null");
+    assert_eq!(shape(&reply), shape(&readme_json(&readme, "{\"id\":\"0-2\"")));
+    let mut c = Sub::connect(
+        &server,
+        &format!("/ws/user?token={}", token("dev-user", &["user"])),
+        None,
+    );
+    let connected = c.expect("\"connected\"");
+    assert_eq!(
+        shape(&connected),
+        shape(&readme_json(&readme, "< {\"event\":\"connected\""))
     );
 }

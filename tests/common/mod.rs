@@ -347,6 +347,12 @@ impl Publisher {
         (split_response(&head).0, String::from_utf8(body).unwrap())
     }
 
+    /// Publishes one event; returns (status, reply).
+    pub fn publish_reply(&mut self, topic: &str, event: &str, data: &str) -> (u16, String) {
+        let body = format!(r#"{{"topic":"{topic}","event":"{event}","data":{data}}}"#);
+        self.post("/api/v1/publish", &body)
+    }
+
     /// Publishes one event; asserts 202.
     pub fn publish(&mut self, topic: &str, event: &str, data: &str) {
         let body = format!(r#"{{"topic":"{topic}","event":"{event}","data":{data}}}"#);
