@@ -266,3 +266,29 @@ fn the_readme_sample_shapes_are_real_output() {
         shape(&readme_json(&readme, "< {\"event\":\"connected\""))
     );
 }
+
+#[test]
+fn publish_errors_say_what_is_wrong_in_plain_words() {
+    let server = Server::start(&[]);
+    let mut p = Publisher::new(&server);
+    let (status, body) = p.post("/api/v1/publish", r#"{"topic":"all"}"#);
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        r#"{"error":"bad_json","message":"invalid JSON body: missing field \"event\""}"#
+    );
+    let (_, body) = p.post("/api/v1/publish", "");
+    assert_eq!(
+        body,
+        r#"{"error":"bad_json","message":"invalid JSON body: empty body"}"#
+    );
+    let mut c = Sub::connect(
+        &server,
+        &format!("/ws/user?token={}", token("w", &["user"])),
+        None,
+    );
+    c.say("{bad");
+    c.expect(r#""message":"invalid JSON syntax at byte 1""#);
+    c.say("[1,2]");
+    c.expect(r#""message":"not a JSON object""#);
+}
