@@ -14,27 +14,39 @@ use crate::config::Config;
 use crate::ops::stats::Board;
 
 /// One accepted socket on the public port, counted against `max_sockets`
-/// from accept until this is dropped (with the HTTP session, or with the
-/// WebSocket driver it moves into on upgrade).
-pub struct SocketSlot(Arc<Board>);
+/// from accept until this is dropped with the HTTP session, or handed to
+/// the WebSocket driver on upgrade ([`SocketSlot::hand_to_driver`]).
+pub struct SocketSlot(Option<Arc<Board>>);
 
 impl SocketSlot {
     /// Counts one more socket, or `None` when `max` (0: no limit) are open.
     pub fn take(board: &Arc<Board>, max: u64) -> Option<SocketSlot> {
-        board.try_open_socket(max).then(|| SocketSlot(board.clone()))
+        board
+            .try_open_socket(max)
+            .then(|| SocketSlot(Some(board.clone())))
+    }
+
+    /// Passes the place to an upgraded connection's driver, which gives it
+    /// back when it is dropped (`serve::ws`): an idle connection's task has
+    /// no room for the guard itself (`bench/idle-rss`).
+    pub fn hand_to_driver(mut self) {
+        self.0 = None;
     }
 }
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        self.0.close_socket();
+        if let Some(board) = self.0.take() {
+            board.close_socket();
+        }
     }
 }
 
 /// A WebSocket connection's place under the connection limits, and its
 /// user's slot when a per-user limit is configured.
 pub struct Admission {
-    board: Arc<Board>,
+    /// `None` once handed to a driver.
+    board: Option<Arc<Board>>,
     /// The user whose slot this holds (only with a per-user limit).
     user: Option<Box<str>>,
 }
@@ -76,7 +88,7 @@ impl Admission {
         }
         // From here on, dropping `admission` gives back what it holds.
         let mut admission = Admission {
-            board: board.clone(),
+            board: Some(board.clone()),
             user: None,
         };
         if let Some(user) = user.filter(|_| config.max_connections_per_user > 0) {
@@ -92,6 +104,15 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Passes the place to an upgraded connection's driver, which gives it
+    /// back when it is dropped, with the user slot of its claims' `sub`
+    /// (`serve::ws`): an idle connection's task has no room for the guard.
+    pub fn hand_to_driver(mut self) {
+        self.board = None;
+    }
+}
+
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission")
@@ -102,9 +123,11 @@ impl std::fmt::Debug for Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.board.leave();
-        if let Some(user) = &self.user {
-            self.board.release_user_slot(user);
+        if let Some(board) = self.board.take() {
+            board.leave();
+            if let Some(user) = &self.user {
+                board.release_user_slot(user);
+            }
         }
     }
 }

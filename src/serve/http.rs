@@ -17,7 +17,7 @@ use crate::auth::admission::SocketSlot;
 use crate::conn::queue::Chunk;
 use crate::ops::latency::record;
 use crate::proto::http::{self, HttpError, Request};
-use crate::serve::ws::{self, Session};
+use crate::serve::ws;
 use crate::shard::Shard;
 
 /// How long a keep-alive connection may wait for its next request while at
@@ -176,8 +176,8 @@ fn start_connection(
     if let Some(device) = conn.device() {
         shard.announce_presence(device, "online");
     }
-    let session = Session::new(up.claims, up.admission, socket);
     // A task of its own: the handshake's larger state is freed now instead
     // of living as long as the connection.
-    glommio::spawn_local(ws::run(shard, stream, conn, leftover, session)).detach();
+    let driver = ws::run(shard, stream, conn, leftover, up.claims, up.admission, socket);
+    glommio::spawn_local(driver).detach();
 }

@@ -31,16 +31,34 @@ const READ_BUDGET: usize = 16;
 /// holds bytes that arrived after the upgrade request.
 ///
 /// The driver is the task's whole state (no async fn around it), so an idle
-/// connection's task is only the few words below.
+/// connection's task is only the few words below. It owns the connection's
+/// places under the connection and socket limits from here on and gives
+/// them back when it is dropped, however the task ends (see `Drop`).
 pub fn run(
     shard: Rc<Shard>,
     stream: TcpStream,
     conn: Rc<Conn>,
     leftover: Vec<u8>,
-    session: Session,
+    claims: Option<Claims>,
+    admission: Admission,
+    socket: Option<SocketSlot>,
 ) -> Driver {
+    admission.hand_to_driver();
+    match socket {
+        Some(slot) => slot.hand_to_driver(),
+        // Upgrades are served on the public port only; count it anyway,
+        // since the driver's drop gives one back.
+        None => {
+            shard.board.try_open_socket(0);
+        }
+    }
     let mut driver = Driver {
-        session: Box::new(session),
+        session: claims.map(|claims| {
+            Box::new(Session {
+                claims,
+                publish: RateBucket::default(),
+            })
+        }),
         rx: Receiver::default(),
         inbuf: None,
         stream,
@@ -58,26 +76,26 @@ pub fn run(
     driver
 }
 
-/// What a connection's task owns beyond its handle: the token's claims,
-/// the publish budget, and its places under the connection and socket
-/// limits, given back when the task ends, however it ends (cancelled at
-/// shutdown included).
-pub struct Session {
-    claims: Option<Claims>,
+/// What a token holder's connection keeps beyond its handle: its claims
+/// and its publish budget (boxed in the driver: 8 bytes when idle).
+struct Session {
+    claims: Claims,
     /// Client publishes (room messages, statuses) within `client_publish_rate`.
     publish: RateBucket,
-    _admission: Admission,
-    _socket: Option<SocketSlot>,
 }
 
-impl Session {
-    pub fn new(claims: Option<Claims>, admission: Admission, socket: Option<SocketSlot>) -> Session {
-        Session {
-            claims,
-            publish: RateBucket::default(),
-            _admission: admission,
-            _socket: socket,
+/// The places [`run`] took over: the connection under `max_connections`
+/// (and its user's slot under `max_connections_per_user`), the socket under
+/// `max_sockets`. Given back exactly once, on every exit path, cancellation
+/// at shutdown included.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let board = &self.shard.board;
+        board.leave();
+        if let (Some(session), true) = (&self.session, self.shard.config.max_connections_per_user > 0) {
+            board.release_user_slot(&session.claims.sub);
         }
+        board.close_socket();
     }
 }
 
@@ -108,8 +126,8 @@ pub struct Driver {
     conn: Rc<Conn>,
     shard: Rc<Shard>,
     rx: Receiver,
-    /// Claims, publish budget, admission; boxed: 8 bytes idle.
-    session: Box<Session>,
+    /// A token holder's claims and publish budget; boxed: 8 bytes idle.
+    session: Option<Box<Session>>,
     /// Bytes of a frame not yet complete; `None` (no allocation) when idle.
     #[allow(
         clippy::box_collection,
@@ -277,16 +295,18 @@ fn send_text(conn: &Conn, text: &str) {
 }
 
 /// `{"type":"refresh"}`: adopt a valid token for the same subject.
-fn refresh(conn: &Rc<Conn>, shard: &Shard, session: &mut Session, token: &str) {
+fn refresh(conn: &Rc<Conn>, shard: &Shard, session: &mut Option<Box<Session>>, token: &str) {
     let reply = match shard.verifier.verify(token) {
-        Ok(new) if session.claims.as_ref().is_some_and(|old| old.sub == new.sub) => {
+        Ok(new) if session.as_ref().is_some_and(|old| old.claims.sub == new.sub) => {
             conn.set_exp(new.exp.min(u32::MAX as u64) as u32);
             // From the clamped u32: an absurd `exp` must not overflow SystemTime.
             let expires = crate::time::rfc3339(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(conn.exp().into()),
             );
-            // The publish budget carries over: a refresh does not reset it.
-            session.claims = Some(new);
+            if let Some(session) = session {
+                // The publish budget carries over: a refresh does not reset it.
+                session.claims = new;
+            }
             format!(r#"{{"type":"refreshed","expires_at":"{expires}"}}"#)
         }
         Ok(_) => client_msg::error("forbidden", "the new token is for another subject", None),
@@ -300,7 +320,7 @@ fn handle(
     conn: &Rc<Conn>,
     shard: &Shard,
     role: Role,
-    session: &mut Session,
+    session: &mut Option<Box<Session>>,
     state: State,
     message: Message<'_>,
 ) {
@@ -322,7 +342,7 @@ fn handle(
                 let sender = client_msg::Sender {
                     now: &now,
                     device: conn.device(),
-                    claims: session.claims.as_ref(),
+                    claims: session.as_deref().map(|s| &s.claims),
                     max_depth: shard.config.max_json_depth,
                     max_status_bytes: shard.config.max_status_bytes,
                 };
@@ -334,7 +354,9 @@ fn handle(
                             shard.config.client_publish_rate,
                             shard.config.client_publish_burst,
                         );
-                        let allowed = session.publish.allow(std::time::Instant::now(), rate, burst);
+                        let allowed = session
+                            .as_mut()
+                            .is_none_or(|s| s.publish.allow(std::time::Instant::now(), rate, burst));
                         if !allowed {
                             shard.counters().rate_limited();
                             let message =
