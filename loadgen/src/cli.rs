@@ -63,6 +63,15 @@ pub struct Args {
     /// Events per second, or `max` for a back-to-back burst.
     #[arg(long, default_value = "10")]
     pub rate: String,
+    /// product-approved: `pipelined` (every request on one connection as its
+    /// time comes) or `sequential` (each after the previous answer, as most
+    /// backends' HTTP clients publish).
+    #[arg(long, value_enum, default_value = "pipelined")]
+    pub publisher: crate::publisher::Mode,
+    /// product-approved with `--publisher sequential`: concurrent
+    /// publishers (event `i` is sent by publisher `i % N`).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
     /// Approximate size of each event as clients see it, bytes.
     #[arg(long, default_value_t = 400)]
     pub payload_bytes: usize,

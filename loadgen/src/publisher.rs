@@ -1,9 +1,14 @@
 //! Open-loop HTTP publisher: event `i` is scheduled at `start + i / rate`
 //! and carries that time, so latency is measured from when it should have
-//! been sent (no coordinated omission). Requests are pipelined on one
-//! keep-alive connection; a reader thread checks every answer.
+//! been sent (no coordinated omission). Two modes:
+//! - pipelined: every request on one keep-alive connection as its time
+//!   comes, a reader thread checking the answers;
+//! - sequential: like most backends' HTTP clients, each of `publishers`
+//!   connections sends its next event only after the previous answer
+//!   (event `i` goes out on connection `i % publishers`), still timed from
+//!   its schedule, so a slow answer shows up as latency.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,6 +27,18 @@ pub struct PublishPlan {
     /// Events per second; `None` sends them back to back (a burst).
     pub rate: Option<f64>,
     pub payload_bytes: usize,
+    pub mode: Mode,
+    /// Concurrent sequential publishers (1 when pipelined).
+    pub publishers: usize,
+}
+
+/// How requests are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// All requests on one connection, not waiting for answers.
+    Pipelined,
+    /// Each request after the previous answer on its connection.
+    Sequential,
 }
 
 /// How publishing went.
@@ -36,6 +53,91 @@ pub struct Published {
 
 /// Publishes every event of `plan`; returns once all answers are read.
 pub fn run(plan: &PublishPlan) -> std::io::Result<Published> {
+    match plan.mode {
+        Mode::Pipelined => pipelined(plan),
+        Mode::Sequential => sequential(plan),
+    }
+}
+
+/// The request publishing event `seq`, scheduled `ts` ns (wall clock).
+fn request(plan: &PublishPlan, seq: u64, ts: u64) -> String {
+    let body = format!(
+        r#"{{"topic":"{}","event":"product.approved","data":{}}}"#,
+        plan.topic,
+        payload::data(seq, ts, plan.payload_bytes)
+    );
+    format!(
+        "POST /api/v1/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        plan.target,
+        plan.api_key,
+        body.len()
+    )
+}
+
+/// `publishers` threads, each sending its share one request at a time.
+fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
+    let n = plan.publishers.max(1) as u64;
+    let start = Instant::now();
+    let start_ns = payload::now_ns();
+    let results: Vec<std::io::Result<(u64, Option<String>)>> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..n)
+            .map(|k| {
+                scope.spawn(move || -> std::io::Result<(u64, Option<String>)> {
+                    let mut stream = TcpStream::connect(plan.target)?;
+                    stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+                    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+                    let mut reader = BufReader::new(stream.try_clone()?);
+                    let (mut accepted, mut error) = (0, None);
+                    for seq in (k..plan.events).step_by(n as usize) {
+                        let offset = plan
+                            .rate
+                            .map_or(Duration::ZERO, |rate| Duration::from_secs_f64(seq as f64 / rate));
+                        if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
+                            thread::sleep(wait);
+                        }
+                        let ts = start_ns + offset.as_nanos() as u64;
+                        stream.write_all(request(plan, seq, ts).as_bytes())?;
+                        match read_answer(&mut reader) {
+                            Ok(None) => accepted += 1,
+                            Ok(Some(refusal)) => {
+                                error.get_or_insert(refusal);
+                            }
+                            Err(e) => {
+                                error.get_or_insert(e);
+                                break;
+                            }
+                        }
+                    }
+                    Ok((accepted, error))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Ok((0, Some("publisher thread panicked".into()))))
+            })
+            .collect()
+    });
+    let mut published = Published {
+        accepted: 0,
+        error: None,
+        start_ns,
+    };
+    for result in results {
+        let (accepted, error) = result?;
+        published.accepted += accepted;
+        if published.error.is_none() {
+            published.error = error;
+        }
+    }
+    Ok(published)
+}
+
+fn pipelined(plan: &PublishPlan) -> std::io::Result<Published> {
     let stream = TcpStream::connect(plan.target)?;
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
@@ -57,19 +159,7 @@ pub fn run(plan: &PublishPlan) -> std::io::Result<Published> {
             thread::sleep(wait);
         }
         let ts = start_ns + offset.as_nanos() as u64;
-        let body = format!(
-            r#"{{"topic":"{}","event":"product.approved","data":{}}}"#,
-            plan.topic,
-            payload::data(seq, ts, plan.payload_bytes)
-        );
-        write!(
-            writer,
-            "POST /api/v1/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            plan.target,
-            plan.api_key,
-            body.len()
-        )?;
+        writer.write_all(request(plan, seq, ts).as_bytes())?;
         if plan.rate.is_some() {
             writer.flush()?;
         }
@@ -91,51 +181,64 @@ fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
     let mut accepted = 0;
     let mut error = None;
     for _ in 0..count {
-        let mut status = String::new();
-        match reader.read_line(&mut status) {
-            Ok(0) => {
-                error.get_or_insert_with(|| "publisher connection closed".to_string());
-                break;
+        match read_answer(&mut reader) {
+            Ok(None) => accepted += 1,
+            Ok(Some(refusal)) => {
+                error.get_or_insert(refusal);
             }
             Err(e) => {
-                error.get_or_insert_with(|| {
-                    format!(
-                        "no answer to publish request {} within {ANSWER_TIMEOUT:?}: {e}",
-                        accepted + 1
-                    )
-                });
+                error.get_or_insert(e);
                 break;
             }
-            Ok(_) => {}
-        }
-        let mut length = 0usize;
-        let mut chunked = false;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let body = if chunked {
-            read_chunked(&mut reader)
-        } else {
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            body
-        };
-        if status.split(' ').nth(1).is_some_and(|s| s.starts_with('2')) {
-            accepted += 1;
-        } else {
-            error.get_or_insert_with(|| format!("{} {}", status.trim(), String::from_utf8_lossy(&body)));
         }
     }
     (accepted, error)
+}
+
+/// Reads one HTTP response: `Ok(None)` for 2xx, `Ok(Some(refusal))` with
+/// the status and body of any other; `Err` when no answer came (closed, or
+/// not in time).
+fn read_answer(reader: &mut impl BufRead) -> Result<Option<String>, String> {
+    let mut status = String::new();
+    match reader.read_line(&mut status) {
+        Ok(0) => return Err("publisher connection closed".to_string()),
+        Err(e) => {
+            return Err(format!(
+                "no answer to a publish request within {ANSWER_TIMEOUT:?}: {e}"
+            ))
+        }
+        Ok(_) => {}
+    }
+    let mut length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let body = if chunked {
+        read_chunked(reader)
+    } else {
+        let mut body = vec![0u8; length];
+        let _ = reader.read_exact(&mut body);
+        body
+    };
+    if status.split(' ').nth(1).is_some_and(|s| s.starts_with('2')) {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
+            "{} {}",
+            status.trim(),
+            String::from_utf8_lossy(&body)
+        )))
+    }
 }
 
 /// A `Transfer-Encoding: chunked` body (some servers answer that way).

@@ -94,6 +94,9 @@ pub struct Report {
     pub unexpected_closes: u64,
     pub closes: BTreeMap<String, u64>,
     pub publish_errors: Option<String>,
+    /// `pipelined` or `sequential` (product-approved), with how many
+    /// concurrent publishers.
+    pub publisher: Option<String>,
     /// Events per second the publisher was asked to send (`None`: back to
     /// back, a throughput run).
     pub offered_events_per_sec: Option<f64>,

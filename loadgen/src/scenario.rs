@@ -27,6 +27,14 @@ struct SendOutcome {
 /// Returns the report and the histogram to plot (delivery latency, or
 /// handshake time for a connect storm).
 pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> {
+    if args.publishers > 1 && args.publisher == publisher::Mode::Pipelined {
+        return Err(
+            "--publishers N needs --publisher sequential (a pipelined publisher is one connection)".into(),
+        );
+    }
+    if args.publishers == 0 {
+        return Err("--publishers must be at least 1".into());
+    }
     let started = Instant::now();
     let hard_deadline = started + Duration::from_secs(args.max_secs);
     let nofile = limits::raise_nofile();
@@ -122,6 +130,8 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
                 events: args.events,
                 rate,
                 payload_bytes: args.payload_bytes,
+                mode: args.publisher,
+                publishers: args.publishers,
             };
             let sender = std::thread::spawn(move || {
                 let outcome = match publisher::run(&plan) {
@@ -204,11 +214,17 @@ fn plans(
         Kind::ProductApproved | Kind::ConnectStorm => {
             let token = mint_token(&args.jwt_secret, "loadgen", &["user"], &[])?;
             let sep = if args.path.contains('?') { '&' } else { '?' };
+            // Sequential publishers each keep their own order: event `i`
+            // comes from publisher `i % N`.
+            let sources = match args.publisher {
+                publisher::Mode::Sequential => args.publishers.max(1) as u64,
+                publisher::Mode::Pipelined => 1,
+            };
             (
                 format!("{}{sep}token={token}", args.path),
                 String::new(),
                 args.conns,
-                1,
+                sources,
             )
         }
         Kind::DeviceStatus => {
@@ -346,6 +362,10 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         unexpected_closes: total.unexpected_closes,
         closes: total.closes.clone(),
         publish_errors,
+        publisher: (kind == Kind::ProductApproved).then(|| match args.publisher {
+            publisher::Mode::Pipelined => "pipelined".to_string(),
+            publisher::Mode::Sequential => format!("sequential ×{}", args.publishers),
+        }),
         offered_events_per_sec: rate.filter(|_| paced),
         offered_deliveries_per_sec: rate.filter(|_| paced).map(|r| r * receivers),
         deliveries_per_sec: total.received as f64 * 1e9 / span_ns as f64,

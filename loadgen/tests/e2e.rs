@@ -229,3 +229,41 @@ fn a_server_that_is_not_there_is_a_clear_error() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("refused 5× connection refused"), "{table}");
 }
+
+#[test]
+fn sequential_publishers_wait_for_each_answer_and_lose_nothing() {
+    let j = scratch("seq.json");
+    let out = loadgen(&[
+        "product-approved",
+        "--conns",
+        "50",
+        "--events",
+        "40",
+        "--rate",
+        "max",
+        "--publisher",
+        "sequential",
+        "--publishers",
+        "4",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = json(&j);
+    assert_eq!(num(&r, "published"), 40);
+    assert_eq!(num(&r, "deliveries"), 50 * 40);
+    assert_eq!(num(&r, "lost"), 0);
+    assert_eq!(num(&r, "duplicates"), 0);
+    assert_eq!(r.get("publisher").and_then(|p| p.as_str()), Some("sequential ×4"));
+    let refused = loadgen(&[
+        "product-approved",
+        "--conns",
+        "1",
+        "--events",
+        "1",
+        "--publishers",
+        "2",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--publisher sequential"));
+}
