@@ -8,13 +8,6 @@ use std::time::Instant;
 use common::*;
 
 /// Sum of every sample of `name` whose labels contain `filter`.
-fn sum(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn metrics_count_real_traffic_with_bounded_labels() {
     let server = Server::start(&[]);
@@ -31,38 +24,47 @@ fn metrics_count_real_traffic_with_bounded_labels() {
     let (status, text) = server.get("/metrics");
     assert_eq!(status, 200);
     assert!(text.contains("# TYPE shardcast_connections gauge"), "{text}");
-    assert_eq!(sum(&text, "shardcast_connections", r#"client_type="user""#), 2.0);
     assert_eq!(
-        sum(&text, "shardcast_events_total", ""),
+        metric_sum(&text, "shardcast_connections", r#"client_type="user""#),
+        2.0
+    );
+    assert_eq!(
+        metric_sum(&text, "shardcast_events_total", ""),
         10.0,
         "5 events reach each of 2 shards"
     );
-    assert_eq!(sum(&text, "shardcast_deliveries_total", ""), 10.0);
-    assert_eq!(sum(&text, "shardcast_slow_consumer_disconnects_total", ""), 0.0);
+    assert_eq!(metric_sum(&text, "shardcast_deliveries_total", ""), 10.0);
+    assert_eq!(
+        metric_sum(&text, "shardcast_slow_consumer_disconnects_total", ""),
+        0.0
+    );
     assert!(
-        sum(
+        metric_sum(
             &text,
             "shardcast_requests_rejected_total",
             r#"reason="not_found""#
         ) >= 1.0
     );
     assert!(
-        sum(
+        metric_sum(
             &text,
             "shardcast_requests_rejected_total",
             r#"reason="bad_handshake""#
         ) >= 1.0
     );
     assert_eq!(
-        sum(&text, "shardcast_fanout_latency_seconds_count", ""),
+        metric_sum(&text, "shardcast_fanout_latency_seconds_count", ""),
         10.0,
         "one sample per batch per shard"
     );
     assert_eq!(
-        sum(&text, "shardcast_fanout_latency_seconds_bucket", r#"le="+Inf""#),
+        metric_sum(&text, "shardcast_fanout_latency_seconds_bucket", r#"le="+Inf""#),
         10.0
     );
-    assert_eq!(sum(&text, "shardcast_handshake_duration_seconds_count", ""), 2.0);
+    assert_eq!(
+        metric_sum(&text, "shardcast_handshake_duration_seconds_count", ""),
+        2.0
+    );
     assert!(!text.contains("alice"), "user ids must never be labels");
 
     let (status, hgrm) = server.get("/debug/latency");
@@ -90,7 +92,7 @@ fn closes_are_counted_by_reason_and_queued_bytes_are_reported() {
     // A large queue limit: the stalled reader below is queued for, not closed.
     let server = Server::start(&["--max-queue-bytes", "67108864"]);
     let path = format!("/ws/user?token={}", token("closer", &["user"]));
-    let metric = |name: &str, filter: &str| sum(&server.get("/metrics").1, name, filter);
+    let metric = |name: &str, filter: &str| metric_sum(&server.get("/metrics").1, name, filter);
     let closed = "shardcast_connections_closed_total";
 
     // The client closes properly.
@@ -107,12 +109,12 @@ fn closes_are_counted_by_reason_and_queued_bytes_are_reported() {
 
     let counted = poll_until(Instant::now() + DEADLINE, || {
         let text = server.get("/metrics").1;
-        let by = |reason: &str| sum(&text, closed, &format!(r#"reason="{reason}""#));
+        let by = |reason: &str| metric_sum(&text, closed, &format!(r#"reason="{reason}""#));
         (by("client_close") == 1.0 && by("disconnect") == 1.0 && by("protocol_error") == 1.0).then_some(text)
     });
     let text = counted.expect("each close counted under its reason");
-    assert_eq!(sum(&text, closed, ""), 3.0, "nothing else was closed");
-    assert_eq!(sum(&text, "shardcast_connections_opened_total", ""), 3.0);
+    assert_eq!(metric_sum(&text, closed, ""), 3.0, "nothing else was closed");
+    assert_eq!(metric_sum(&text, "shardcast_connections_opened_total", ""), 3.0);
 
     // A reader that stopped reading: its backlog shows as queued bytes.
     let mut stalled = Sub::connect(&server, &path, Some(4096));

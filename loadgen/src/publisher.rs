@@ -99,15 +99,8 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
                         }
                         let ts = start_ns + offset.as_nanos() as u64;
                         stream.write_all(request(plan, seq, ts).as_bytes())?;
-                        match read_answer(&mut reader) {
-                            Ok(None) => accepted += 1,
-                            Ok(Some(refusal)) => {
-                                error.get_or_insert(refusal);
-                            }
-                            Err(e) => {
-                                error.get_or_insert(e);
-                                break;
-                            }
+                        if !tally(read_answer(&mut reader), &mut accepted, &mut error) {
+                            break;
                         }
                     }
                     Ok((accepted, error))
@@ -181,18 +174,27 @@ fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
     let mut accepted = 0;
     let mut error = None;
     for _ in 0..count {
-        match read_answer(&mut reader) {
-            Ok(None) => accepted += 1,
-            Ok(Some(refusal)) => {
-                error.get_or_insert(refusal);
-            }
-            Err(e) => {
-                error.get_or_insert(e);
-                break;
-            }
+        if !tally(read_answer(&mut reader), &mut accepted, &mut error) {
+            break;
         }
     }
     (accepted, error)
+}
+
+/// Counts one answer: a 2xx is accepted, the first refusal or failure is
+/// kept; false when no more answers can come (the connection failed).
+fn tally(answer: Result<Option<String>, String>, accepted: &mut u64, error: &mut Option<String>) -> bool {
+    match answer {
+        Ok(None) => *accepted += 1,
+        Ok(Some(refusal)) => {
+            error.get_or_insert(refusal);
+        }
+        Err(e) => {
+            error.get_or_insert(e);
+            return false;
+        }
+    }
+    true
 }
 
 /// Reads one HTTP response: `Ok(None)` for 2xx, `Ok(Some(refusal))` with

@@ -24,8 +24,8 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> St
     let Some(span) = span else {
         return message.to_string();
     };
-    let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
     match line
         .split_once('=')

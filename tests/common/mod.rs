@@ -197,6 +197,30 @@ pub fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one whole response (head, then its `Content-Length` body) from a
+/// connection that stays open; returns (head, body).
+pub fn read_response(s: &mut TcpStream) -> (String, String) {
+    let head = read_head(s);
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+/// The sum over shards of metric `name`'s series whose labels contain
+/// `filter`, from Prometheus text.
+pub fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// (status, body) of a response text.
 pub fn split_response(resp: &str) -> (u16, String) {
     let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -336,15 +360,8 @@ impl Publisher {
             body.len()
         );
         self.stream.write_all(req.as_bytes()).unwrap();
-        let head = read_head(&mut self.stream);
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).unwrap();
-        (split_response(&head).0, String::from_utf8(body).unwrap())
+        let (head, body) = read_response(&mut self.stream);
+        (split_response(&head).0, body)
     }
 
     /// Publishes one event; returns (status, reply).
