@@ -34,6 +34,7 @@ fn batch() -> Arc<Batch> {
             device: None,
         }],
         accepted: Instant::now(),
+        seq: 1,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::auth::token::{self, Claims};
 use crate::auth::verify::Verifier;
 use crate::config::Config;
 use crate::fanout::broadcast::Broadcaster;
+use crate::fanout::sequencer::Sequencer;
 use crate::ops::stats::Board;
 use crate::serve::runtime;
 use crate::shard::Shared;
@@ -68,7 +69,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     };
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
     let verifier = Arc::new(Verifier::new(&config).map_err(|e| ServerError::Config(e.to_string()))?);
-    let (broadcaster, mut event_rxs) = Broadcaster::new(config.shards, BROADCAST_CAPACITY);
+    let sequencer = Arc::new(Sequencer::new(config.shards, config.history));
+    let (broadcaster, mut event_rxs) = Broadcaster::new(sequencer, config.shards, BROADCAST_CAPACITY);
     let config = Arc::new(config);
     let signals = shutdown::block_signals();
     let cpus = allowed_cpus();

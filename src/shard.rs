@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -15,8 +16,10 @@ use slab::Slab;
 use crate::auth::verify::Verifier;
 use crate::config::Config;
 use crate::conn::handle::{Conn, ConnSpec};
-use crate::fanout::broadcast::{Batch, Broadcaster, Event};
+use crate::fanout::broadcast::{Broadcaster, Draft};
 use crate::fanout::device_table::DeviceTable;
+use crate::fanout::envelope::Position;
+use crate::fanout::history::{reason, Recovery};
 use crate::fanout::registry::Registry;
 use crate::ops::refusal_log::RefusalLog;
 use crate::ops::stats::{Board, ShardCounters};
@@ -29,6 +32,9 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// presence) waiting for room in the broadcast channels. Past it a client
 /// publish is refused (`busy`) instead of growing without bound.
 const LOCAL_PUBLISH_QUEUE: usize = 4096;
+
+/// A batch published from a shard's own tasks, and when it was accepted.
+pub type Queued = (Vec<Draft>, Instant);
 
 /// What every shard shares (read-only, or `Send` handles).
 pub struct Shared {
@@ -60,16 +66,31 @@ pub struct Shard {
     clock: Cell<u32>,
     draining: Cell<bool>,
     /// Publishes from this shard's tasks, drained by one task (`serve::runtime`).
-    publishes: LocalSender<Batch>,
+    publishes: LocalSender<Queued>,
     /// When each refusal reason was last logged.
     refusals: RefCell<RefusalLog>,
     /// Refused sockets being drained before they close (see `serve::http`).
     lingering: Cell<u32>,
+    /// Tasks waiting for this shard's dispatcher to deliver a batch.
+    delivery_waiters: RefCell<Vec<Waker>>,
+}
+
+/// A client's last positions, from its `since` (topic, position).
+pub type Since = [(String, Position)];
+
+/// What joining its topics gave a new connection: where each topic with a
+/// stream stands, what recovery did for each topic of `since`, and the
+/// recovered frames, oldest first per topic.
+#[derive(Default)]
+pub struct Joined {
+    pub positions: Vec<(String, Position)>,
+    pub recovery: Vec<(String, Recovery)>,
+    pub frames: Vec<Arc<[u8]>>,
 }
 
 impl Shard {
     /// Shard `id`'s state, and the receiving end of its local publish queue.
-    pub fn new(id: usize, shared: Shared) -> (Shard, LocalReceiver<Batch>) {
+    pub fn new(id: usize, shared: Shared) -> (Shard, LocalReceiver<Queued>) {
         let (publishes, queued) = local_channel::new_bounded(LOCAL_PUBLISH_QUEUE);
         let shard = Shard {
             id,
@@ -88,6 +109,7 @@ impl Shard {
             publishes,
             refusals: RefCell::new(RefusalLog::default()),
             lingering: Cell::new(0),
+            delivery_waiters: RefCell::new(Vec::new()),
         };
         (shard, queued)
     }
@@ -135,12 +157,8 @@ impl Shard {
 
     /// Queues `events` for publishing from this shard (callers may be
     /// sync); false when the local queue is full (nothing queued).
-    pub fn publish_later(&self, events: Vec<Event>) -> bool {
-        let batch = Batch {
-            events,
-            accepted: Instant::now(),
-        };
-        self.publishes.try_send(batch).is_ok()
+    pub fn publish_later(&self, events: Vec<Draft>) -> bool {
+        self.publishes.try_send((events, Instant::now())).is_ok()
     }
 
     /// Publishes a device's presence (`online` at upgrade, `offline` at
@@ -175,6 +193,75 @@ impl Shard {
         registry.unsubscribe(list.swap_remove(pos));
         *subs = list.into_boxed_slice();
         true
+    }
+
+    /// The last batch this shard's dispatcher delivered in full.
+    pub fn delivered(&self) -> u64 {
+        self.broadcaster.sequencer().delivered(self.id)
+    }
+
+    /// Called by the dispatcher after each round: every batch up to `seq`
+    /// is delivered; wakes whoever waited for it.
+    pub fn mark_delivered(&self, seq: u64) {
+        self.broadcaster.sequencer().set_delivered(self.id, seq);
+        for waker in self.delivery_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Waits until this shard has delivered every event a client saw at
+    /// its `since` positions (it may have seen them first on another
+    /// shard): joining before that would deliver them to it twice.
+    pub async fn catch_up(&self, since: &Since) {
+        let needed = {
+            let streams = self.broadcaster.sequencer().streams();
+            since
+                .iter()
+                .filter_map(|(topic, p)| streams.seq_of(topic, p))
+                .max()
+                .unwrap_or(0)
+        };
+        std::future::poll_fn(|cx| {
+            if self.delivered() >= needed {
+                return Poll::Ready(());
+            }
+            self.delivery_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Subscribes a new connection to `topics` and tells it where each
+    /// stands and, for `since`, what it missed. One synchronous step
+    /// between dispatcher rounds: every event up to the positions given is
+    /// in the returned frames or was before `since`, every later one
+    /// arrives live; none twice, none lost.
+    pub fn join(&self, conn: &Rc<Conn>, topics: &[String], since: &Since) -> Joined {
+        let mut joined = Joined::default();
+        let delivered = self.delivered();
+        let now = Instant::now();
+        let mut streams = self.broadcaster.sequencer().streams();
+        for topic in topics {
+            self.subscribe(conn, topic);
+            let asked = since.iter().find(|(t, _)| t == topic).map(|(_, p)| p);
+            if streams.keeps(topic) {
+                let (here, recovery) = streams.join(topic, asked, delivered, now, &mut joined.frames);
+                joined.positions.push((topic.clone(), here));
+                if let Some(r) = recovery {
+                    joined.recovery.push((topic.clone(), r));
+                }
+            } else if asked.is_some() {
+                joined
+                    .recovery
+                    .push((topic.clone(), Recovery::Lost(reason::NO_HISTORY)));
+            }
+        }
+        for (topic, _) in since.iter().filter(|(t, _)| !topics.contains(t)) {
+            joined
+                .recovery
+                .push((topic.clone(), Recovery::Lost(reason::NOT_SUBSCRIBED)));
+        }
+        joined
     }
 
     /// Subscribes `conn` to `topic` (once).

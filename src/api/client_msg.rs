@@ -7,8 +7,9 @@ use simd_json::OwnedValue;
 
 use crate::api::publish;
 use crate::auth::token::Claims;
-use crate::fanout::broadcast::Event;
+use crate::fanout::broadcast::{Content, Draft};
 use crate::fanout::devices::{self, StatusIn};
+use crate::fanout::envelope::Envelope;
 use crate::fanout::topic;
 use crate::proto::json;
 
@@ -30,7 +31,7 @@ pub enum Action {
     /// Send this error back (counts against the client; see `conn`).
     Error(String),
     /// Publish these events, then reply.
-    Publish { events: Vec<Event>, reply: String },
+    Publish { events: Vec<Draft>, reply: String },
     /// Subscribe to `topic`, then reply.
     Subscribe { topic: String, reply: String },
     /// Unsubscribe from `topic`, then reply.
@@ -246,9 +247,9 @@ fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
                 ));
             };
             Action::Publish {
-                events: vec![Event {
+                events: vec![Draft {
+                    content: Content::Envelope(Envelope::new(event, Some(&topic), sender.now, &message.data)),
                     topic: topic.into(),
-                    frame: publish::envelope_frame(event, sender.now, &message.data),
                     device: None,
                 }],
                 reply: reply("published"),

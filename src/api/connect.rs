@@ -1,6 +1,7 @@
 //! The connect endpoints: check the handshake, authorize the client
 //! (token, client type, origin), admit it under the connection limits and
-//! describe the connection it becomes (role, topics, first frames).
+//! describe the connection it becomes (role, topics, first frames, the
+//! positions it reconnects from).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,14 +11,17 @@ use serde::Serialize;
 use crate::api::publish;
 use crate::api::refusal::{reject, RETRY_AFTER};
 use crate::api::route::Endpoint;
+use crate::api::since;
 use crate::auth::admission::{Admission, Full};
 use crate::auth::token::Claims;
 use crate::auth::verify::{self, AuthError};
 use crate::conn::handle::{ConnSpec, Role};
+use crate::fanout::envelope::Position;
+use crate::fanout::history::Recovery;
 use crate::fanout::topic;
 use crate::proto::handshake;
 use crate::proto::http::Request;
-use crate::shard::Shard;
+use crate::shard::{Joined, Shard};
 use crate::time;
 
 /// An accepted upgrade: how the connection behaves and what it hears.
@@ -25,8 +29,12 @@ pub struct Upgrade {
     role: Role,
     client_type: Option<u16>,
     pub topics: Vec<String>,
-    /// Sent first: the `connected` event, or a monitor's last known statuses.
+    /// Sent first: a monitor's last known statuses.
     pub first: Vec<Arc<[u8]>>,
+    /// What a client's `connected` event says (built when it joins).
+    greeting: Option<Greeting>,
+    /// The positions a reconnecting client last saw (`?since=`).
+    pub since: Vec<(String, Position)>,
     /// A device connection's id (publishes online now, offline at close).
     device: Option<String>,
     /// The token's claims (expiry, room rights).
@@ -35,7 +43,39 @@ pub struct Upgrade {
     pub admission: Admission,
 }
 
+/// Who a client is, for its `connected` event.
+struct Greeting {
+    connection_id: String,
+    client_type: Option<String>,
+    user_id: String,
+}
+
 impl Upgrade {
+    /// The `connected` event of a client that joined as `joined` says:
+    /// its positions, and what recovery did for its `since`.
+    pub fn connected(&self, joined: &Joined) -> Option<Arc<[u8]>> {
+        let g = self.greeting.as_ref()?;
+        let data = Connected {
+            connection_id: &g.connection_id,
+            client_type: g.client_type.as_deref(),
+            user_id: &g.user_id,
+            positions: Pairs(&joined.positions, Position::clone),
+            recovery: (!self.since.is_empty()).then_some(Pairs(&joined.recovery, |r: &Recovery| match r {
+                Recovery::Recovered { missed } => RecoveryOut {
+                    recovered: true,
+                    missed: Some(*missed),
+                    reason: None,
+                },
+                Recovery::Lost(reason) => RecoveryOut {
+                    recovered: false,
+                    missed: None,
+                    reason: Some(reason),
+                },
+            })),
+        };
+        Some(publish::envelope_frame("connected", &time::now_rfc3339(), &data))
+    }
+
     /// What the registered connection is made of.
     pub fn spec(&self) -> ConnSpec {
         ConnSpec {
@@ -65,6 +105,8 @@ pub fn accept(
                 client_type: None,
                 topics: Vec::new(),
                 first: Vec::new(),
+                greeting: None,
+                since: Vec::new(),
                 device: None,
                 claims: None,
             })
@@ -85,7 +127,9 @@ pub fn accept(
                     format!("type:{name}"),
                     format!("user:{}", claims.sub),
                 ],
-                first: vec![connected(shard, Some(name), &claims.sub)],
+                first: Vec::new(),
+                greeting: Some(greeting(shard, Some(name), &claims.sub)),
+                since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: is_device.then(|| claims.sub.clone()),
                 claims: Some(claims),
             })
@@ -100,7 +144,9 @@ pub fn accept(
                 role: Role::Client,
                 client_type: None,
                 topics: vec![format!("user:{}", claims.sub), "all".into()],
-                first: vec![connected(shard, None, &claims.sub)],
+                first: Vec::new(),
+                greeting: Some(greeting(shard, None, &claims.sub)),
+                since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: None,
                 claims: Some(claims),
             })
@@ -129,6 +175,8 @@ pub fn accept(
                 client_type: None,
                 topics: vec![topic],
                 first,
+                greeting: None,
+                since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: None,
                 claims: Some(claims),
             })
@@ -211,20 +259,41 @@ fn client_claims(shard: &Shard, request: &Request) -> Result<Claims, AuthError> 
     Ok(claims)
 }
 
+/// Who the client is: its connection id is taken now.
+fn greeting(shard: &Shard, client_type: Option<&str>, user_id: &str) -> Greeting {
+    Greeting {
+        connection_id: shard.next_id(),
+        client_type: client_type.map(String::from),
+        user_id: user_id.to_string(),
+    }
+}
+
 #[derive(Serialize)]
-struct Connected<'a> {
-    connection_id: String,
+struct Connected<'a, P, R> {
+    connection_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_type: Option<&'a str>,
     user_id: &'a str,
+    /// Where each subscribed topic with a history stands.
+    positions: P,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery: Option<R>,
 }
 
-/// The `connected` event a client receives first.
-fn connected(shard: &Shard, client_type: Option<&str>, user_id: &str) -> Arc<[u8]> {
-    let data = Connected {
-        connection_id: shard.next_id(),
-        client_type,
-        user_id,
-    };
-    publish::envelope_frame("connected", &time::now_rfc3339(), &data)
+#[derive(Serialize)]
+struct RecoveryOut {
+    recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// `(topic, value)` pairs written as a JSON object, each value through `F`.
+struct Pairs<'a, T, F>(&'a [(String, T)], F);
+
+impl<T, O: Serialize, F: Fn(&T) -> O> Serialize for Pairs<'_, T, F> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, (self.1)(v))))
+    }
 }

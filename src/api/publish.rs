@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use crate::api::refusal::reject;
 use crate::auth::verify::{self, AuthError};
-use crate::fanout::broadcast::{Batch, Event};
+use crate::fanout::broadcast::{Content, Draft};
 use crate::fanout::devices;
+use crate::fanout::envelope::Envelope;
 use crate::fanout::topic::{Topic, TopicError};
-use crate::proto::frame::{self, Data, OpCode};
 use crate::proto::http::{self, Request};
 use crate::proto::json::{self, JsonError};
 use crate::shard::Shard;
@@ -97,13 +97,13 @@ pub struct Rules<'a> {
 }
 
 /// Parses a single-event body into its encoded event.
-pub fn parse_one(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result<Vec<Event>, PublishError> {
+pub fn parse_one(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result<Vec<Draft>, PublishError> {
     let event: EventIn = parse_body(body, rules.max_depth)?;
     Ok(vec![encode(event, timestamp, None, rules)?])
 }
 
 /// Parses a batch body (`{"events":[…]}`) into encoded events, in order.
-pub fn parse_batch(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result<Vec<Event>, PublishError> {
+pub fn parse_batch(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result<Vec<Draft>, PublishError> {
     let max_events = rules.max_events;
     let batch: BatchIn = parse_body(body, rules.max_depth)?;
     if batch.events.is_empty() {
@@ -123,14 +123,14 @@ pub fn parse_batch(body: &mut [u8], timestamp: &str, rules: Rules<'_>) -> Result
         .collect()
 }
 
-/// Validates one event and encodes `{"event":…,"timestamp":…,"data":…}`
-/// into a text frame.
+/// Validates one event and serializes its envelope
+/// (`{"event":…,"topic":…,"timestamp":…,"data":…}`; framed once it has its place).
 fn encode(
     event: EventIn,
     timestamp: &str,
     index: Option<usize>,
     rules: Rules<'_>,
-) -> Result<Event, PublishError> {
+) -> Result<Draft, PublishError> {
     let topic = Topic::parse(&event.topic).map_err(|error| PublishError::BadTopic { index, error })?;
     if let Topic::Type(name) = &topic {
         if !rules.client_types.iter().any(|t| t == name) {
@@ -144,25 +144,18 @@ fn encode(
     if event.event.is_empty() || event.event.len() > MAX_EVENT_NAME {
         return Err(PublishError::BadEventName { index });
     }
-    Ok(Event {
-        topic: topic.key().into(),
-        frame: envelope_frame(&event.event, timestamp, &event.data),
+    let key = topic.key();
+    Ok(Draft {
+        content: Content::Envelope(Envelope::new(&event.event, Some(&key), timestamp, &event.data)),
+        topic: key.into(),
         device: None,
     })
 }
 
-/// The client envelope of an event as one shared text frame.
+/// An envelope with no topic or position (the `connected` event) as one
+/// shared text frame.
 pub fn envelope_frame(event: &str, timestamp: &str, data: &impl serde::Serialize) -> Arc<[u8]> {
-    let mut payload = Vec::with_capacity(96 + event.len());
-    payload.extend_from_slice(b"{\"event\":");
-    // Writing JSON into a Vec cannot fail.
-    let _ = simd_json::to_writer(&mut payload, event);
-    payload.extend_from_slice(b",\"timestamp\":\"");
-    payload.extend_from_slice(timestamp.as_bytes());
-    payload.extend_from_slice(b"\",\"data\":");
-    let _ = simd_json::to_writer(&mut payload, data);
-    payload.push(b'}');
-    frame::encode_shared(OpCode::Data(Data::Text), &payload)
+    Envelope::new(event, None, timestamp, data).frame(None)
 }
 
 #[derive(Serialize)]
@@ -181,7 +174,7 @@ async fn publish_with(
     shard: &Shard,
     request: &mut Request,
     keep_alive: bool,
-    parse: impl FnOnce(&mut Vec<u8>, &str) -> Result<(Vec<Event>, usize), Refused>,
+    parse: impl FnOnce(&mut Vec<u8>, &str) -> Result<(Vec<Draft>, usize), Refused>,
 ) -> Vec<u8> {
     if !verify::has_api_key(request, &shard.config.api_key) {
         let (status, code) = AuthError::BadApiKey.status();
@@ -202,7 +195,7 @@ async fn publish_with(
         Err((status, code, message)) => return reject(shard, status, code, &message, keep_alive, &[]),
     };
     let id = shard.next_id();
-    shard.broadcaster.publish(Batch { events, accepted }).await;
+    shard.broadcaster.publish(events, accepted).await;
     let body = simd_json::to_string(&Accepted {
         id: &id,
         events: count,
@@ -274,9 +267,11 @@ mod tests {
         }
     }
 
-    fn payload(frame: &[u8]) -> &str {
-        let start = if frame[1] & 0x7f == 126 { 4 } else { 2 };
-        std::str::from_utf8(&frame[start..]).unwrap()
+    fn payload(draft: &Draft) -> String {
+        let Content::Envelope(e) = &draft.content else {
+            panic!("not an envelope")
+        };
+        String::from_utf8(crate::proto::frame::payload(&e.frame(None)).to_vec()).unwrap()
     }
 
     #[test]
@@ -286,7 +281,7 @@ mod tests {
                 .to_vec();
         let events = parse_one(&mut body, TS, rules(10)).unwrap();
         assert_eq!(&*events[0].topic, "type:user");
-        let text = payload(&events[0].frame);
+        let text = payload(&events[0]);
         let v: OwnedValue = simd_json::from_slice(&mut text.as_bytes().to_vec()).unwrap();
         use simd_json::prelude::*;
         assert_eq!(v.get_str("event"), Some("product.approved"));
@@ -299,7 +294,7 @@ mod tests {
     fn missing_data_is_null() {
         let mut body = br#"{"topic":"all","event":"ping"}"#.to_vec();
         let events = parse_one(&mut body, TS, rules(10)).unwrap();
-        assert!(payload(&events[0].frame).ends_with(r#""data":null}"#));
+        assert!(payload(&events[0]).ends_with(r#""data":null}"#));
     }
 
     #[test]

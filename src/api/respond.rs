@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use crate::api::connect::{self, Upgrade};
+use crate::api::history;
 use crate::api::publish;
 use crate::api::refusal::reject;
 use crate::api::route::{self, Endpoint, RouteError};
@@ -85,6 +86,7 @@ pub async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port)
                 Err(refusal) => (refusal, Next::Close),
             }
         }
+        Endpoint::History => (history::answer(shard, &request, keep_alive), after()),
         Endpoint::DeviceStatus { device_id } => (
             publish::device_status(shard, &mut request, &device_id, keep_alive).await,
             after(),

@@ -27,6 +27,8 @@ pub enum Endpoint {
     Monitor { device: Option<String> },
     /// `POST /api/v1/devices/{device_id}/status`
     DeviceStatus { device_id: String },
+    /// `GET /api/v1/history?topic=…&since=…&limit=…`
+    History,
 }
 
 impl Endpoint {
@@ -54,6 +56,7 @@ impl Endpoint {
             self,
             Endpoint::Publish
                 | Endpoint::PublishBatch
+                | Endpoint::History
                 | Endpoint::DeviceStatus { .. }
                 | Endpoint::Metrics
                 | Endpoint::DebugLatency
@@ -96,6 +99,7 @@ pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, Rout
         "/ws/echo" if config.echo => (Endpoint::Echo, "GET"),
         "/api/v1/publish" => (Endpoint::Publish, "POST"),
         "/api/v1/publish/batch" => (Endpoint::PublishBatch, "POST"),
+        "/api/v1/history" => (Endpoint::History, "GET"),
         _ => match dynamic(path, config) {
             Some(endpoint @ Endpoint::DeviceStatus { .. }) => (endpoint, "POST"),
             Some(endpoint) => (endpoint, "GET"),

@@ -71,6 +71,18 @@ pub struct ServeArgs {
     /// recently updated is forgotten (and counted).
     #[arg(long, env = "SHARDCAST_MAX_DEVICES")]
     pub max_devices: Option<usize>,
+    /// Events kept per topic for recovery and the history API (0: history off, no offsets).
+    #[arg(long, env = "SHARDCAST_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// How long a topic's events are kept (e.g. 5m).
+    #[arg(long, env = "SHARDCAST_HISTORY_TTL")]
+    pub history_ttl: Option<String>,
+    /// Bytes all topics' histories may hold; past it the least recently published topics go.
+    #[arg(long, env = "SHARDCAST_HISTORY_MAX_BYTES")]
+    pub history_max_bytes: Option<usize>,
+    /// Topic kinds that keep a history: any of all, type:*, user:*, room:* (comma-separated; empty: none).
+    #[arg(long, env = "SHARDCAST_HISTORY_TOPICS")]
+    pub history_topics: Option<String>,
     /// Messages per second one connection may publish (rooms, device status); past it: `rate_limited`.
     #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_RATE")]
     pub client_publish_rate: Option<u32>,
@@ -164,6 +176,10 @@ pub struct FileConfig {
     pub max_json_depth: Option<usize>,
     pub max_status_bytes: Option<usize>,
     pub max_devices: Option<usize>,
+    pub history_size: Option<usize>,
+    pub history_ttl: Option<String>,
+    pub history_max_bytes: Option<usize>,
+    pub history_topics: Option<String>,
     pub client_publish_rate: Option<u32>,
     pub client_publish_burst: Option<u32>,
     pub max_sockets: Option<u64>,

@@ -13,9 +13,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod args;
+pub mod history;
 mod values;
 
 pub use args::ServeArgs;
+use history::{Kinds, Limits};
 pub use values::parse_duration;
 use values::{at_least, duration, list, positive, read_file};
 
@@ -91,6 +93,8 @@ pub struct Config {
     pub max_json_depth: usize,
     pub max_status_bytes: usize,
     pub max_devices: usize,
+    /// `history_size`, `history_ttl`, `history_max_bytes`, `history_topics`.
+    pub history: Limits,
     pub client_publish_rate: u32,
     pub client_publish_burst: u32,
     /// 0 until start-up sets it from the open-file limit.
@@ -236,6 +240,24 @@ impl Config {
                 256,
             )?,
             max_devices: at_least("max_devices", pick!(max_devices).unwrap_or(10_000), 1)?,
+            history: Limits {
+                size: pick!(history_size).unwrap_or(100),
+                ttl: duration("history_ttl", pick!(history_ttl), "5m")?,
+                max_bytes: at_least(
+                    "history_max_bytes",
+                    pick!(history_max_bytes).unwrap_or(64 << 20),
+                    4096,
+                )?,
+                kinds: Kinds::parse(
+                    &list(Some(
+                        pick!(history_topics)
+                            .as_deref()
+                            .unwrap_or("all,type:*,user:*,room:*"),
+                    ))
+                    .unwrap_or_default(),
+                )
+                .map_err(|reason| invalid("history_topics", reason))?,
+            },
             client_publish_rate: positive("client_publish_rate", pick!(client_publish_rate).unwrap_or(50))?,
             client_publish_burst: positive(
                 "client_publish_burst",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use simd_json::OwnedValue;
 
-use crate::fanout::broadcast::Event;
+use crate::fanout::broadcast::{Content, Draft};
 use crate::fanout::topic;
 use crate::proto::frame::{self, Data, OpCode};
 use crate::proto::json::{self, JsonError};
@@ -142,7 +142,7 @@ pub fn events(
     report: &StatusIn,
     now: &str,
     max_bytes: usize,
-) -> Result<Vec<Event>, StatusError> {
+) -> Result<Vec<Draft>, StatusError> {
     topic::check_name(device_id).map_err(StatusError::BadDeviceId)?;
     let status = report.status.as_deref().ok_or(StatusError::MissingStatus)?;
     if !STATUSES.contains(&status) {
@@ -174,14 +174,14 @@ pub fn events(
     let frame: Arc<[u8]> = frame::encode_shared(OpCode::Data(Data::Text), &json);
     let device: Arc<str> = Arc::from(device_id);
     Ok(vec![
-        Event {
+        Draft {
             topic: "devices".into(),
-            frame: frame.clone(),
+            content: Content::Frame(frame.clone()),
             device: Some(device.clone()),
         },
-        Event {
+        Draft {
             topic: format!("device:{device_id}").into(),
-            frame,
+            content: Content::Frame(frame),
             device: Some(device),
         },
     ])
@@ -190,6 +190,13 @@ pub fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn f(d: &Draft) -> &Arc<[u8]> {
+        match &d.content {
+            Content::Frame(frame) => frame,
+            Content::Envelope(_) => panic!("a status is a flat frame"),
+        }
+    }
 
     fn text(frame: &[u8]) -> String {
         let start = if frame[1] & 0x7f == 126 { 4 } else { 2 };
@@ -200,12 +207,12 @@ mod tests {
     fn missing_fields_become_unknown_or_null() {
         let events = events("dev-1", &bare("online"), "T", 4096).unwrap();
         assert_eq!(
-            text(&events[0].frame),
+            text(f(&events[0])),
             r#"{"device_id":"dev-1","mac_address":"unknown","serial_number":"unknown","status":"online","time_start":null,"time_end":null,"updated_at":"T","result":null}"#
         );
         assert_eq!(&*events[1].topic, "device:dev-1");
         assert!(
-            Arc::ptr_eq(&events[0].frame, &events[1].frame),
+            Arc::ptr_eq(f(&events[0]), f(&events[1])),
             "one frame for both topics"
         );
     }
@@ -215,7 +222,7 @@ mod tests {
         let mut body = br#"{"mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","result":"ok"}"#.to_vec();
         let report = parse(&mut body, 128).unwrap();
         let events = events("d", &report, "T", 4096).unwrap();
-        assert!(text(&events[0].frame).contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","updated_at":"T","result":"ok""#));
+        assert!(text(f(&events[0])).contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"success","time_start":"t0","time_end":"t1","updated_at":"T","result":"ok""#));
     }
 
     #[test]
@@ -237,11 +244,11 @@ mod tests {
     fn presence_keeps_the_last_reported_identity() {
         let mut body = br#"{"mac_address":"aa:bb","serial_number":"SN1","status":"success"}"#.to_vec();
         let last = events("d", &parse(&mut body, 8).unwrap(), "T", 4096).unwrap();
-        let offline = events("d", &presence("offline", Some(&last[0].frame)), "T2", 4096).unwrap();
-        assert!(text(&offline[0].frame)
+        let offline = events("d", &presence("offline", Some(f(&last[0]))), "T2", 4096).unwrap();
+        assert!(text(f(&offline[0]))
             .contains(r#""mac_address":"aa:bb","serial_number":"SN1","status":"offline""#));
         let fresh = events("d", &presence("online", None), "T", 4096).unwrap();
-        assert!(text(&fresh[0].frame).contains(r#""mac_address":"unknown""#));
+        assert!(text(f(&fresh[0])).contains(r#""mac_address":"unknown""#));
     }
 
     #[test]

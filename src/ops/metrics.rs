@@ -25,6 +25,9 @@ pub const QUEUED: &str = "shardcast_queue_backlog_bytes";
 pub const DEVICES_FORGOTTEN: &str = "shardcast_devices_forgotten_total";
 pub const RATE_LIMITED: &str = "shardcast_client_publishes_rate_limited_total";
 pub const SOCKETS: &str = "shardcast_open_sockets";
+pub const HISTORY_BYTES: &str = "shardcast_history_bytes";
+pub const HISTORY_STREAMS: &str = "shardcast_history_streams";
+pub const HISTORY_EVICTED: &str = "shardcast_history_evicted_total";
 pub const FANOUT: &str = "shardcast_fanout_latency_seconds";
 pub const HANDSHAKE: &str = "shardcast_handshake_duration_seconds";
 
@@ -140,6 +143,25 @@ pub fn prometheus(board: &Board) -> String {
         "Accepted sockets (HTTP and WebSocket) on the public port.",
     );
     let _ = writeln!(out, "{SOCKETS} {}", board.open_sockets());
+    let [bytes, streams, evicted] = board.history();
+    for (name, kind, help, value) in [
+        (
+            HISTORY_BYTES,
+            "gauge",
+            "Bytes the topic histories hold (frames and bookkeeping), as of the last sweep.",
+            bytes,
+        ),
+        (HISTORY_STREAMS, "gauge", "Topics with a history stream.", streams),
+        (
+            HISTORY_EVICTED,
+            "counter",
+            "Topic histories dropped to stay within history_max_bytes (their epoch changes).",
+            evicted,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     by_reason(
         &mut out,
         REJECTED,

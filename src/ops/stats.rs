@@ -174,6 +174,9 @@ pub struct Board {
     sockets: AtomicU64,
     client_types: Vec<String>,
     started: Instant,
+    /// Topic histories: bytes held, streams, streams evicted (set by the
+    /// history sweep every tick).
+    history: [AtomicU64; 3],
 }
 
 #[derive(Serialize)]
@@ -235,7 +238,20 @@ impl Board {
             users: std::sync::Mutex::new(std::collections::HashMap::new()),
             client_types,
             started: Instant::now(),
+            history: Default::default(),
         }
+    }
+
+    /// Records the topic histories' usage: bytes, streams, evictions so far.
+    pub fn set_history(&self, bytes: u64, streams: u64, evicted: u64) {
+        for (slot, v) in self.history.iter().zip([bytes, streams, evicted]) {
+            slot.store(v, Relaxed);
+        }
+    }
+
+    /// Bytes, streams and evictions of the topic histories (last sweep).
+    pub fn history(&self) -> [u64; 3] {
+        self.history.each_ref().map(|a| a.load(Relaxed))
     }
 
     pub fn shard(&self, id: usize) -> &ShardCounters {

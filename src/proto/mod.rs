@@ -1,4 +1,5 @@
-//! Wire formats, with no I/O policy: HTTP/1.1 requests and responses, the
+//! Wire formats, with no I/O policy: HTTP/1.1 requests and responses, query
+//! parameters, the
 //! WebSocket handshake, frame encoding and decoding, close codes, and the
 //! checks every peer JSON passes before it is parsed.
 
@@ -8,3 +9,4 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod json;
+pub mod query;

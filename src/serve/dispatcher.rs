@@ -40,6 +40,9 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
             shard.counters().devices_forgotten(forgotten);
         }
         let done = deliver(&shard.registry.borrow(), &pending, policy, &mut path);
+        if let Some(last) = pending.last() {
+            shard.mark_delivered(last.seq);
+        }
         shard
             .counters()
             .delivered(pending.iter().map(|b| b.events.len() as u64).sum(), done);

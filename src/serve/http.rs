@@ -149,6 +149,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, s
                     std::mem::take(&mut buf)
                 };
                 drop(buf);
+                if !up.since.is_empty() {
+                    shard.catch_up(&up.since).await;
+                }
                 start_connection(shard, stream, *up, leftover, slot);
                 return;
             }
@@ -157,8 +160,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, s
 }
 
 /// Turns an accepted upgrade into a registered connection and its driver
-/// task. Subscriptions and the first frames (a monitor's snapshot) happen in
-/// one turn of this shard: no status update can fall between them.
+/// task. Subscriptions and the first frames (the `connected` event with
+/// positions, recovered events, a monitor's snapshot) happen in one turn of
+/// this shard: no event can fall between them or arrive twice.
 fn start_connection(
     shard: Rc<Shard>,
     stream: TcpStream,
@@ -167,10 +171,11 @@ fn start_connection(
     socket: Option<SocketSlot>,
 ) {
     let conn = shard.register(stream.as_raw_fd(), up.spec());
-    for topic in &up.topics {
-        shard.subscribe(&conn, topic);
+    let joined = shard.join(&conn, &up.topics, &up.since);
+    if let Some(connected) = up.connected(&joined) {
+        conn.send(Chunk::Shared(connected));
     }
-    for frame in up.first {
+    for frame in up.first.into_iter().chain(joined.frames) {
         conn.send(Chunk::Shared(frame));
     }
     if let Some(device) = conn.device() {

@@ -1,5 +1,6 @@
 //! The loop of one shard: its accept loops (public and admin port), the
-//! sweeper that sends heartbeats and enforces timeouts, the dispatcher and
+//! sweeper that sends heartbeats, enforces timeouts and (on shard 0)
+//! expires topic histories, the dispatcher and
 //! local-publish tasks, and the drain on shutdown.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -47,8 +48,8 @@ pub async fn run(
     // channels, so they wait for room there in order, bounded.
     let broadcaster = shard.broadcaster.clone();
     let forwarder = glommio::spawn_local(async move {
-        while let Some(batch) = local_publishes.recv().await {
-            broadcaster.publish(batch).await;
+        while let Some((events, accepted)) = local_publishes.recv().await {
+            broadcaster.publish(events, accepted).await;
         }
     })
     .detach();
@@ -136,6 +137,15 @@ async fn sweep(shard: Rc<Shard>) {
             queued += conn.queued_bytes() as u64;
         });
         shard.counters().set_queued_bytes(queued);
+        if shard.id == 0 {
+            let sequencer = shard.broadcaster.sequencer();
+            let delivered = sequencer.delivered_everywhere();
+            let mut streams = sequencer.streams();
+            streams.sweep(Instant::now(), delivered);
+            let (bytes, count, evicted) = streams.usage();
+            drop(streams);
+            shard.board.set_history(bytes as u64, count as u64, evicted);
+        }
     }
 }
 
