@@ -89,7 +89,7 @@ fn a_batch_of_100_events_arrives_in_order_with(extra: &[&str]) {
 }
 
 #[test]
-fn envelope_carries_event_timestamp_and_data() {
+fn envelope_carries_event_topic_position_timestamp_and_data() {
     let server = Server::start(&[]);
     let mut sub = Sub::connect(
         &server,
@@ -105,9 +105,10 @@ fn envelope_carries_event_timestamp_and_data() {
     assert!(sub.wait(|s| s.messages.len() == 2));
     let msg = &sub.messages[1];
     assert!(
-        msg.starts_with(r#"{"event":"product.approved","timestamp":""#),
+        msg.starts_with(r#"{"event":"product.approved","topic":"type:shop","offset":1,"epoch":""#),
         "{msg}"
     );
+    assert!(msg.contains(r#"","timestamp":""#), "{msg}");
     assert!(
         msg.ends_with(r#"Z","data":{"product_id":123,"shop_id":10}}"#),
         "{msg}"
