@@ -92,6 +92,9 @@ fn invalid_values_name_their_key_and_exit_2() {
         (vec!["serve", "--max-message-bytes", "3"], "max_message_bytes"),
         (vec!["serve", "--listen", "nowhere"], "listen"),
         (vec!["serve", "--jwt-secret", "x"], "api_key"),
+        (vec!["serve", "--history-topics", "all,devices"], "history_topics"),
+        (vec!["serve", "--history-ttl", "0s"], "history_ttl"),
+        (vec!["serve", "--history-max-bytes", "10"], "history_max_bytes"),
     ] {
         let (code, stderr) = run(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

@@ -4,7 +4,7 @@ with PyJWT, connections with `websockets`, publishes with urllib.
 Run by tests/python_clients.rs as: python clients.py HOST:PORT
 Prints one line per check and exits non-zero on the first failure.
 """
-import asyncio, json, sys, time, urllib.request, urllib.error
+import asyncio, json, sys, time, urllib.parse, urllib.request, urllib.error
 
 import jwt
 import websockets
@@ -67,7 +67,32 @@ async def main():
     no_exp = jwt.encode({"sub": "x", "types": ["user"]}, SECRET, algorithm="HS256")
     assert await status_of(f"{url}?token={no_exp}") == 401
     print("token without exp: 401")
+    await reconnect_with_since(url)
     print("python clients: all checks passed")
+
+
+async def reconnect_with_since(url):
+    """A client that tracks its position, drops, and comes back with ?since=."""
+    async with websockets.connect(f"{url}?token={token('py-carol')}", open_timeout=10) as ws:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        position = hello["data"]["positions"]["user:py-carol"]
+        assert publish({"topic": "user:py-carol", "event": "seen", "data": 0}) == 202
+        seen = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert seen["offset"] == position["offset"] + 1 and seen["epoch"] == position["epoch"], seen
+        position = {"epoch": seen["epoch"], "offset": seen["offset"]}
+    for n in range(1, 6):
+        assert publish({"topic": "user:py-carol", "event": "missed", "data": n}) == 202
+    since = urllib.parse.quote(json.dumps({"user:py-carol": position}))
+    async with websockets.connect(f"{url}?token={token('py-carol')}&since={since}", open_timeout=10) as ws:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        recovery = hello["data"]["recovery"]["user:py-carol"]
+        assert recovery["recovered"] is True, hello
+        got = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(5)]
+        assert [e["data"] for e in got] == [1, 2, 3, 4, 5], got
+        assert [e["offset"] for e in got] == list(range(position["offset"] + 1, position["offset"] + 6)), got
+    print("reconnect with since: the 5 missed events, in order")
+    assert await status_of(f"{url}?token={token('py-carol')}&since=%7Bnope") == 400
+    print("malformed since: 400")
 
 
 asyncio.run(main())
