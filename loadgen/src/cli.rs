@@ -29,6 +29,11 @@ pub enum Command {
     /// Opens N connections as fast as the server accepts them: handshakes/s
     /// and handshake-time percentiles.
     ConnectStorm(Args),
+    /// N user connections on /ws/user note their positions and drop; the
+    /// publisher sends the events while they are away; all reconnect at
+    /// once with `since`: recovered events, time to caught up (p50/p99),
+    /// duplicates and gaps (must be 0).
+    ReconnectStorm(Args),
     /// Internal: one worker process, started by the others.
     #[command(hide = true)]
     Worker,
@@ -40,6 +45,7 @@ pub enum Kind {
     ProductApproved,
     DeviceStatus,
     ConnectStorm,
+    ReconnectStorm,
 }
 
 impl Kind {
@@ -48,6 +54,7 @@ impl Kind {
             Kind::ProductApproved => "product-approved",
             Kind::DeviceStatus => "device-status",
             Kind::ConnectStorm => "connect-storm",
+            Kind::ReconnectStorm => "reconnect-storm",
         }
     }
 }

@@ -13,6 +13,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
 
+use crate::offsets::{self, Offsets};
 use crate::payload;
 use crate::stats::{SeqTracker, WorkerStats};
 
@@ -35,6 +36,9 @@ pub struct Plan {
     pub warmup: u64,
     /// Only connect (a connect storm): no deliveries expected.
     pub storm: bool,
+    /// reconnect-storm: drop the connection on `drop`, come back with
+    /// `since` on `reconnect`, and time until every missed event is in.
+    pub reconnect: bool,
     /// Handshakes in flight per worker.
     pub connect_concurrency: usize,
     /// New connections per second for this worker, if bounded.
@@ -71,6 +75,16 @@ impl Plan {
     }
 }
 
+/// What the coordinator told a worker (on its stdin).
+#[derive(Default)]
+pub struct Commands {
+    pub stop: AtomicBool,
+    /// reconnect-storm: close every connection now.
+    pub drop: AtomicBool,
+    /// reconnect-storm: reconnect every dropped connection now.
+    pub reconnect: AtomicBool,
+}
+
 /// Live counters of one worker, read by its progress task.
 #[derive(Default)]
 pub struct Live {
@@ -83,14 +97,15 @@ pub struct Live {
 pub async fn run(
     index: usize,
     plan: &Plan,
-    stop: &AtomicBool,
+    commands: &Commands,
     live: &Live,
     stats: &RefCell<WorkerStats>,
     gate: &glommio::sync::Semaphore,
 ) {
     let permit = gate.acquire_permit(1).await;
     let start = payload::now_ns();
-    let (stream, leftover) = match connect(index, plan).await {
+    let stop = &commands.stop;
+    let (stream, leftover) = match connect(index, plan, "").await {
         Ok(s) => s,
         Err(reason) => {
             stats.borrow_mut().failed(reason);
@@ -107,11 +122,22 @@ pub async fn run(
         stream,
         buf: leftover,
         seqs: SeqTracker::default(),
+        offsets: Offsets::default(),
+        reconnected_at: None,
         closed: None,
         finished: expected == 0,
     };
     if reader.finished {
         live.finished.set(live.finished.get() + 1);
+    }
+    if plan.reconnect {
+        // Read the connected event (positions), then wait for the drop.
+        reader
+            .read_until_stop(plan, u64::MAX, &commands.drop, live, stats)
+            .await;
+        if !reconnect(index, plan, commands, live, stats, &mut reader).await {
+            return;
+        }
     }
     reader.read_until_stop(plan, expected, stop, live, stats).await;
     let mut s = stats.borrow_mut();
@@ -121,10 +147,52 @@ pub async fn run(
     }
 }
 
+/// reconnect-storm: drops the connection, waits for the word, reconnects
+/// with `since` from what this connection saw, and records the recovery.
+/// False when the run stopped first or the reconnect failed.
+async fn reconnect(
+    index: usize,
+    plan: &Plan,
+    commands: &Commands,
+    live: &Live,
+    stats: &RefCell<WorkerStats>,
+    reader: &mut Reader,
+) -> bool {
+    let since = reader.offsets.since();
+    // Dropping the socket closes it: the server sees the client vanish.
+    let _ = reader.stream.close().await;
+    reader.buf.clear();
+    live.connected.set(live.connected.get().saturating_sub(1));
+    while !commands.reconnect.load(Relaxed) {
+        if commands.stop.load(Relaxed) {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let start = payload::now_ns();
+    let query = format!("&since={}", offsets::url_encode(&since));
+    match connect(index, plan, &query).await {
+        Ok((stream, leftover)) => {
+            reader.stream = stream;
+            reader.buf = leftover;
+            reader.closed = None;
+            reader.reconnected_at = Some(start);
+        }
+        Err(reason) => {
+            stats.borrow_mut().failed(reason);
+            live.failed.set(live.failed.get() + 1);
+            return false;
+        }
+    }
+    stats.borrow_mut().reconnected += 1;
+    live.connected.set(live.connected.get() + 1);
+    true
+}
+
 /// Connects from the next source address and completes the handshake.
 /// Returns the stream and any bytes read past the response head; the
 /// error is a one-line reason for the report.
-async fn connect(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), String> {
+async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(TcpStream, Vec<u8>), String> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| format!("socket: {e}"))?;
     let source = plan.source_ips.get(index % plan.source_ips.len().max(1)).copied();
@@ -147,7 +215,7 @@ async fn connect(index: usize, plan: &Plan) -> Result<(TcpStream, Vec<u8>), Stri
     stream.set_write_timeout(Some(timeout)).ok();
     stream.set_read_timeout(Some(timeout)).ok();
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         plan.path_of(index),
         plan.target
@@ -227,6 +295,9 @@ struct Reader {
     stream: TcpStream,
     buf: Vec<u8>,
     seqs: SeqTracker,
+    offsets: Offsets,
+    /// reconnect-storm: when the reconnect began (ns), until caught up.
+    reconnected_at: Option<u64>,
     /// Why the server ended the connection, if it did before the stop.
     closed: Option<String>,
     finished: bool,
@@ -249,6 +320,13 @@ impl Reader {
                 if !self.finished && self.seqs.seen() >= expected {
                     self.finished = true;
                     live.finished.set(live.finished.get() + 1);
+                    if let Some(start) = self.reconnected_at.take() {
+                        let took = payload::now_ns().saturating_sub(start);
+                        let _ = stats
+                            .borrow_mut()
+                            .caught_up
+                            .record(took.clamp(1, crate::stats::MAX_LATENCY_NS));
+                    }
                 }
                 for pong in pongs {
                     if self.stream.write_all(&pong).await.is_err() {
@@ -287,6 +365,20 @@ impl Reader {
             let body = &self.buf[pos + start..pos + end];
             match opcode {
                 0x1 => {
+                    if let Some(hello) = self.offsets.connected(body) {
+                        let mut s = stats.borrow_mut();
+                        if self.reconnected_at.is_some() {
+                            s.recovered += hello.missed;
+                            for (_, reason) in hello.lost {
+                                *s.not_recovered.entry(reason).or_default() += 1;
+                            }
+                        }
+                    } else {
+                        let (skipped, again) = self.offsets.see(body);
+                        let mut s = stats.borrow_mut();
+                        s.offset_gaps += skipped;
+                        s.offset_duplicates += again;
+                    }
                     if let Some((seq, ts)) = payload::decode(body).filter(|(_, ts)| *ts >= plan.not_before_ns)
                     {
                         let mut s = stats.borrow_mut();

@@ -89,6 +89,14 @@ impl Fleet {
         })
     }
 
+    /// Writes `word` (one line) to every worker.
+    pub fn tell(&mut self, word: &str) {
+        for stdin in &mut self.stdins {
+            let _ = writeln!(stdin, "{word}");
+            let _ = stdin.flush();
+        }
+    }
+
     /// Tells every worker to stop and collects their statistics, killing
     /// any that has not answered by `deadline`.
     pub fn stop(mut self, deadline: Instant) -> Result<Vec<WorkerStats>, String> {

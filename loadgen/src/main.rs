@@ -10,6 +10,7 @@ mod client;
 mod devices;
 mod fleet;
 mod limits;
+mod offsets;
 mod payload;
 mod progress;
 mod publisher;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::ProductApproved(a) => (Kind::ProductApproved, a),
         Command::DeviceStatus(a) => (Kind::DeviceStatus, a),
         Command::ConnectStorm(a) => (Kind::ConnectStorm, a),
+        Command::ReconnectStorm(a) => (Kind::ReconnectStorm, a),
     };
     let (report, histogram) = match scenario::run(kind, &args) {
         Ok(r) => r,
@@ -89,6 +91,8 @@ fn main() -> ExitCode {
     }
     let failed = report.lost > 0
         || report.duplicates > 0
+        || report.offset_gaps > 0
+        || report.offset_duplicates > 0
         || report.connected < report.conns
         || report.unexpected_closes > 0
         || report.publish_errors.is_some();

@@ -64,6 +64,11 @@ pub struct Report {
     /// Deliveries a connected connection never received.
     pub lost: u64,
     pub duplicates: u64,
+    /// Topic offsets a connection skipped (loss), and saw twice.
+    pub offset_gaps: u64,
+    pub offset_duplicates: u64,
+    /// reconnect-storm figures.
+    pub reconnect: Option<Reconnect>,
     /// Connections that never got connected, and why (count by reason).
     pub connect_errors: u64,
     pub refusals: BTreeMap<String, u64>,
@@ -95,6 +100,19 @@ pub struct Report {
     /// Server CPU time (user + system) per delivery, when the server's pid is known.
     pub server_cpu_us_per_delivery: Option<f64>,
     pub server_rss_kib: Option<u64>,
+}
+
+/// What a reconnect storm measured.
+#[derive(Serialize)]
+pub struct Reconnect {
+    /// Connections that came back.
+    pub reconnected: u64,
+    /// Events recovery replayed (the `missed` counts of `connected`).
+    pub recovered_events: u64,
+    /// Topics recovery could not serve, by reason.
+    pub not_recovered: BTreeMap<String, u64>,
+    /// Reconnect start → every missed event received, per connection.
+    pub caught_up_us: Percentiles,
 }
 
 /// Latency percentiles in microseconds, over `samples` values.
@@ -207,6 +225,21 @@ impl Report {
                 self.duplicates,
                 self.unexpected_closes
             );
+            let _ = writeln!(
+                out,
+                "offsets: gaps {}  duplicates {}",
+                self.offset_gaps, self.offset_duplicates
+            );
+            if let Some(r) = &self.reconnect {
+                let _ = writeln!(
+                    out,
+                    "reconnected {}  recovered events {}",
+                    r.reconnected, r.recovered_events
+                );
+                for (reason, n) in &r.not_recovered {
+                    let _ = writeln!(out, "  not recovered {n}× {reason}");
+                }
+            }
             match self.offered_deliveries_per_sec {
                 Some(offered) => {
                     let _ = writeln!(
@@ -247,6 +280,9 @@ impl Report {
             "latency (µs)", "samples", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
         let mut rows = vec![("handshake", &self.handshake_us)];
+        if let Some(r) = &self.reconnect {
+            rows.push(("reconnect → caught up", &r.caught_up_us));
+        }
         if self.scenario != "connect-storm" {
             rows.insert(0, ("event → last recipient", &self.event_completion_us));
             rows.insert(0, ("send → receive", &self.latency_us));

@@ -77,7 +77,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     };
     let plans = plans(kind, args, target, ips.clone(), device_count, nofile)?;
     let conns = args.conns as u64;
-    let fleet = Fleet::start(&plans)?;
+    let mut fleet = Fleet::start(&plans)?;
     let mut line = Line::new(conns);
 
     // Connect.
@@ -96,7 +96,24 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     // Send.
     let mut cpu_before = None;
     let mut sent = None;
-    if kind != Kind::ConnectStorm && view.connected > 0 {
+    if kind == Kind::ReconnectStorm && view.connected > 0 {
+        // Everyone drops; the events go out while they are away; all come
+        // back at once with `since`.
+        std::thread::sleep(Duration::from_millis(200));
+        fleet.tell("drop");
+        let drop_deadline = (Instant::now() + Duration::from_secs(30 + conns / 1000)).min(hard_deadline);
+        line.wait(&fleet, "dropping", drop_deadline, |v| v.connected == 0);
+        line.finish();
+        let sender = start_publisher(args, target, rate)?;
+        sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
+        cpu_before = server_pid.and_then(server::cpu_ticks);
+        fleet.tell("reconnect");
+        let back_deadline = (Instant::now() + Duration::from_secs(60 + conns / 500)).min(hard_deadline);
+        line.wait(&fleet, "reconnecting", back_deadline, |v| {
+            v.connected + v.failed >= conns && v.finished >= v.connected
+        });
+        line.finish();
+    } else if kind != Kind::ConnectStorm && view.connected > 0 {
         if kind == Kind::DeviceStatus {
             let plan = device_plan(args, target, &ips, device_count, rate)?;
             let mut device_streams = devices::connect(&plan)?;
@@ -119,35 +136,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         } else {
             std::thread::sleep(Duration::from_millis(200));
             cpu_before = server_pid.and_then(server::cpu_ticks);
-            let publish_to = match args.publish_target.as_deref() {
-                Some(text) => parse_target(Some(text))?,
-                None => target,
-            };
-            let plan = publisher::PublishPlan {
-                target: publish_to,
-                api_key: args.api_key.clone(),
-                topic: args.topic.clone(),
-                events: args.events,
-                rate,
-                payload_bytes: args.payload_bytes,
-                mode: args.publisher,
-                publishers: args.publishers,
-            };
-            let sender = std::thread::spawn(move || {
-                let outcome = match publisher::run(&plan) {
-                    Ok(p) => SendOutcome {
-                        accepted: p.accepted,
-                        error: p.error,
-                        start_ns: p.start_ns,
-                    },
-                    Err(e) => SendOutcome {
-                        accepted: 0,
-                        error: Some(format!("publisher: {e}")),
-                        start_ns: payload::now_ns(),
-                    },
-                };
-                (outcome, ())
-            });
+            let sender = start_publisher(args, target, rate)?;
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         }
         // Drain: wait until every connected connection has everything.
@@ -184,6 +173,43 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     Ok((report, histogram))
 }
 
+/// Starts the HTTP publisher on its own thread.
+fn start_publisher(
+    args: &Args,
+    target: SocketAddr,
+    rate: Option<f64>,
+) -> Result<std::thread::JoinHandle<(SendOutcome, ())>, String> {
+    let publish_to = match args.publish_target.as_deref() {
+        Some(text) => parse_target(Some(text))?,
+        None => target,
+    };
+    let plan = publisher::PublishPlan {
+        target: publish_to,
+        api_key: args.api_key.clone(),
+        topic: args.topic.clone(),
+        events: args.events,
+        rate,
+        payload_bytes: args.payload_bytes,
+        mode: args.publisher,
+        publishers: args.publishers,
+    };
+    Ok(std::thread::spawn(move || {
+        let outcome = match publisher::run(&plan) {
+            Ok(p) => SendOutcome {
+                accepted: p.accepted,
+                error: p.error,
+                start_ns: p.start_ns,
+            },
+            Err(e) => SendOutcome {
+                accepted: 0,
+                error: Some(format!("publisher: {e}")),
+                start_ns: payload::now_ns(),
+            },
+        };
+        (outcome, ())
+    }))
+}
+
 /// Waits for the sender thread while showing progress; returns its result.
 fn finish_sending<T>(
     fleet: &Fleet,
@@ -211,7 +237,7 @@ fn plans(
 ) -> Result<Vec<Plan>, String> {
     let workers = limits::workers_for(args.conns, args.workers, nofile).min(args.conns.max(1));
     let (path, single_path, single_from, sources) = match kind {
-        Kind::ProductApproved | Kind::ConnectStorm => {
+        Kind::ProductApproved | Kind::ConnectStorm | Kind::ReconnectStorm => {
             let token = mint_token(&args.jwt_secret, "loadgen", &["user"], &[])?;
             let sep = if args.path.contains('?') { '&' } else { '?' };
             // Sequential publishers each keep their own order: event `i`
@@ -254,6 +280,7 @@ fn plans(
                 sources,
                 warmup,
                 storm: kind == Kind::ConnectStorm,
+                reconnect: kind == Kind::ReconnectStorm,
                 connect_concurrency: args.connect_concurrency,
                 connect_rate: args.connect_rate.map(|r| r / workers as f64),
                 handshake_timeout_ms: args.handshake_timeout_ms,
@@ -362,9 +389,19 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         unexpected_closes: total.unexpected_closes,
         closes: total.closes.clone(),
         publish_errors,
-        publisher: (kind == Kind::ProductApproved).then(|| match args.publisher {
-            publisher::Mode::Pipelined => "pipelined".to_string(),
-            publisher::Mode::Sequential => format!("sequential ×{}", args.publishers),
+        offset_gaps: total.offset_gaps,
+        offset_duplicates: total.offset_duplicates,
+        reconnect: (kind == Kind::ReconnectStorm).then(|| crate::report::Reconnect {
+            reconnected: total.reconnected,
+            recovered_events: total.recovered,
+            not_recovered: total.not_recovered.clone(),
+            caught_up_us: Percentiles::of(&total.caught_up),
+        }),
+        publisher: matches!(kind, Kind::ProductApproved | Kind::ReconnectStorm).then(|| {
+            match args.publisher {
+                publisher::Mode::Pipelined => "pipelined".to_string(),
+                publisher::Mode::Sequential => format!("sequential ×{}", args.publishers),
+            }
         }),
         offered_events_per_sec: rate.filter(|_| paced),
         offered_deliveries_per_sec: rate.filter(|_| paced).map(|r| r * receivers),

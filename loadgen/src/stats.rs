@@ -46,6 +46,18 @@ pub struct WorkerStats {
     /// Earliest and latest completed handshake, ns.
     pub first_connect_ns: u64,
     pub last_connect_ns: u64,
+    /// Offsets a connection skipped on a topic (loss, even across reconnects).
+    pub offset_gaps: u64,
+    /// Offsets a connection saw twice.
+    pub offset_duplicates: u64,
+    /// reconnect-storm: connections that came back, events recovery
+    /// replayed to them, topics it could not recover (by reason), and
+    /// reconnect start → last missed event received, ns.
+    pub reconnected: u64,
+    pub recovered: u64,
+    pub not_recovered: BTreeMap<String, u64>,
+    #[serde(with = "hex_histogram")]
+    pub caught_up: Histogram<u64>,
 }
 
 impl WorkerStats {
@@ -67,6 +79,12 @@ impl WorkerStats {
             last_ns: 0,
             first_connect_ns: u64::MAX,
             last_connect_ns: 0,
+            offset_gaps: 0,
+            offset_duplicates: 0,
+            reconnected: 0,
+            recovered: 0,
+            not_recovered: BTreeMap::new(),
+            caught_up: histogram(),
         }
     }
 
@@ -136,6 +154,14 @@ impl WorkerStats {
         self.last_ns = self.last_ns.max(other.last_ns);
         self.first_connect_ns = self.first_connect_ns.min(other.first_connect_ns);
         self.last_connect_ns = self.last_connect_ns.max(other.last_connect_ns);
+        self.offset_gaps += other.offset_gaps;
+        self.offset_duplicates += other.offset_duplicates;
+        self.reconnected += other.reconnected;
+        self.recovered += other.recovered;
+        for (k, v) in &other.not_recovered {
+            *self.not_recovered.entry(k.clone()).or_default() += v;
+        }
+        let _ = self.caught_up.add(&other.caught_up);
     }
 }
 

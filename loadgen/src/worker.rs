@@ -3,7 +3,8 @@
 //! process's open-file limit caps a run.
 //!
 //! Protocol on stdio, one line each: the coordinator writes the [`Plan`] as
-//! JSON, later `stop` (or closes stdin). The worker writes
+//! JSON, later `stop` (or closes stdin); in a reconnect storm also `drop`
+//! and `reconnect` before it. The worker writes
 //! `progress <connected> <failed> <finished> <received> <p99 ns>` four times
 //! a second and, after the stop, `result <WorkerStats JSON>`.
 
@@ -11,13 +12,13 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::client::{self, Live, Plan};
+use crate::client::{self, Commands, Live, Plan};
 use crate::stats::WorkerStats;
 
 /// Runs one worker process to completion.
@@ -34,21 +35,24 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let commands = Arc::new(Commands::default());
+    let flags = commands.clone();
     std::thread::spawn(move || {
         // `stop`, or the coordinator going away, ends the run.
         for line in std::io::stdin().lines() {
-            if line.map_or(true, |l| l.trim() == "stop") {
-                break;
+            match line.as_deref().map(str::trim) {
+                Ok("drop") => flags.drop.store(true, Relaxed),
+                Ok("reconnect") => flags.reconnect.store(true, Relaxed),
+                Ok("stop") | Err(_) => break,
+                Ok(_) => {}
             }
         }
-        flag.store(true, Relaxed);
+        flags.stop.store(true, Relaxed);
     });
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .name("loadgen-worker")
         .io_memory(64 * 1024)
-        .spawn(move || work(plan, stop));
+        .spawn(move || work(plan, commands));
     let stats = match handle.map(|h| h.join()) {
         Ok(Ok(stats)) => stats,
         Ok(Err(e)) => {
@@ -67,14 +71,14 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn work(plan: Plan, stop: Arc<AtomicBool>) -> WorkerStats {
+async fn work(plan: Plan, commands: Arc<Commands>) -> WorkerStats {
     let plan = Rc::new(plan);
     let stats = Rc::new(RefCell::new(WorkerStats::new(plan.events as usize)));
     let live = Rc::new(Live::default());
     let gate = Rc::new(glommio::sync::Semaphore::new(
         plan.connect_concurrency.max(1) as u64
     ));
-    let reporter = glommio::spawn_local(report_progress(stats.clone(), live.clone(), stop.clone()));
+    let reporter = glommio::spawn_local(report_progress(stats.clone(), live.clone(), commands.clone()));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(plan.count);
     for j in 0..plan.count {
@@ -84,33 +88,33 @@ async fn work(plan: Plan, stop: Arc<AtomicBool>) -> WorkerStats {
                 glommio::timer::sleep(wait).await;
             }
         }
-        if stop.load(Relaxed) {
+        if commands.stop.load(Relaxed) {
             break;
         }
-        let (plan, stop, live, stats, gate) = (
+        let (plan, commands, live, stats, gate) = (
             plan.clone(),
-            stop.clone(),
+            commands.clone(),
             live.clone(),
             stats.clone(),
             gate.clone(),
         );
         tasks.push(glommio::spawn_local(async move {
-            client::run(plan.first + j, &plan, &stop, &live, &stats, &gate).await;
+            client::run(plan.first + j, &plan, &commands, &live, &stats, &gate).await;
         }));
     }
     for task in tasks {
         task.await;
     }
-    stop.store(true, Relaxed);
+    commands.stop.store(true, Relaxed);
     reporter.await;
     let stats = stats.borrow().clone();
     stats
 }
 
 /// Prints a progress line every 250 ms until the stop.
-async fn report_progress(stats: Rc<RefCell<WorkerStats>>, live: Rc<Live>, stop: Arc<AtomicBool>) {
+async fn report_progress(stats: Rc<RefCell<WorkerStats>>, live: Rc<Live>, commands: Arc<Commands>) {
     loop {
-        let last = stop.load(Relaxed);
+        let last = commands.stop.load(Relaxed);
         let (received, p99) = {
             let s = stats.borrow();
             let p99 = if s.latency.is_empty() {
