@@ -267,3 +267,31 @@ fn sequential_publishers_wait_for_each_answer_and_lose_nothing() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--publisher sequential"));
 }
+
+#[test]
+fn a_reconnect_storm_recovers_every_missed_event_once() {
+    let out_json = scratch("reconnect.json");
+    let out = loadgen(&[
+        "reconnect-storm",
+        "--conns",
+        "300",
+        "--events",
+        "40",
+        "--rate",
+        "max",
+        "--json",
+        out_json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v = json(&out_json);
+    assert_eq!(num(&v, "published"), 40);
+    assert_eq!(num(&v, "deliveries"), 300 * 40);
+    assert_eq!((num(&v, "lost"), num(&v, "duplicates")), (0, 0));
+    assert_eq!((num(&v, "offset_gaps"), num(&v, "offset_duplicates")), (0, 0));
+    let r = &v["reconnect"];
+    assert_eq!(num(r, "reconnected"), 300);
+    assert_eq!(num(r, "recovered_events"), 300 * 40, "every event came from recovery");
+    assert_eq!(num(&r["caught_up_us"], "samples"), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("reconnect → caught up"), "{stdout}");
+}
