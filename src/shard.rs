@@ -209,18 +209,27 @@ impl Shard {
         }
     }
 
+    /// The batch that carried the newest event of `since` still kept.
+    fn needed_for(&self, since: &Since) -> u64 {
+        let streams = self.broadcaster.sequencer().streams();
+        since
+            .iter()
+            .filter_map(|(topic, p)| streams.seq_of(topic, p))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether this shard has yet to deliver an event the client saw at
+    /// its `since` positions (see [`Shard::catch_up`]).
+    pub fn behind(&self, since: &Since) -> bool {
+        !since.is_empty() && self.needed_for(since) > self.delivered()
+    }
+
     /// Waits until this shard has delivered every event a client saw at
     /// its `since` positions (it may have seen them first on another
     /// shard): joining before that would deliver them to it twice.
     pub async fn catch_up(&self, since: &Since) {
-        let needed = {
-            let streams = self.broadcaster.sequencer().streams();
-            since
-                .iter()
-                .filter_map(|(topic, p)| streams.seq_of(topic, p))
-                .max()
-                .unwrap_or(0)
-        };
+        let needed = self.needed_for(since);
         std::future::poll_fn(|cx| {
             if self.delivered() >= needed {
                 return Poll::Ready(());

@@ -382,3 +382,48 @@ fn history_off_means_no_offsets() {
         Some("no history")
     );
 }
+
+/// Rooms are joined by message: `subscribe` gives the room's position,
+/// and `subscribe` with `since` replays what was missed, then live.
+#[test]
+fn a_room_rejoined_with_since_replays_what_was_missed() {
+    let server = Server::start(&[]);
+    let t = token_rooms("gus", &["lobby"], &[], std::time::Duration::from_secs(600));
+    let path = format!("/ws/user?token={t}");
+    let mut p = Publisher::new(&server);
+    let mut c = Sub::connect(&server, &path, None);
+    c.say(r#"{"type":"subscribe","room":"lobby"}"#);
+    let reply = json(&c.expect(r#""subscribed""#));
+    let epoch = reply["position"].get_str("epoch").unwrap().to_string();
+    assert_eq!(reply["position"].get_u64("offset"), Some(0), "{reply:?}");
+    p.publish("room:lobby", "chat", r#"{"seq":1}"#);
+    c.expect(r#""seq":1"#);
+    drop(c);
+    for seq in 2..=6 {
+        p.publish("room:lobby", "chat", &format!(r#"{{"seq":{seq}}}"#));
+    }
+    let mut c = Sub::connect(&server, &path, None);
+    c.say(&format!(
+        r#"{{"type":"subscribe","room":"lobby","since":{{"epoch":"{epoch}","offset":1}}}}"#
+    ));
+    let reply = json(&c.expect(r#""subscribed""#));
+    assert_eq!(reply["recovery"].get_bool("recovered"), Some(true), "{reply:?}");
+    p.publish("room:lobby", "chat", r#"{"seq":7}"#);
+    assert!(c.wait(|s| s
+        .messages
+        .iter()
+        .filter(|m| m.contains(r#""topic":"room:lobby""#))
+        .count()
+        == 6));
+    let offsets: Vec<u64> = c
+        .messages
+        .iter()
+        .filter(|m| m.contains(r#""topic":"room:lobby""#))
+        .map(|m| place(m).1)
+        .collect();
+    assert_eq!(offsets, [2, 3, 4, 5, 6, 7]);
+    c.say(r#"{"type":"subscribe","room":"lobby","since":{"epoch":"nope","offset":1}}"#);
+    c.expect(r#""reason":"epoch changed""#);
+    c.say(r#"{"type":"subscribe","room":"lobby","since":{"offset":1}}"#);
+    c.expect(r#""code":"bad_json""#);
+}

@@ -290,7 +290,11 @@ fn a_reconnect_storm_recovers_every_missed_event_once() {
     assert_eq!((num(&v, "offset_gaps"), num(&v, "offset_duplicates")), (0, 0));
     let r = &v["reconnect"];
     assert_eq!(num(r, "reconnected"), 300);
-    assert_eq!(num(r, "recovered_events"), 300 * 40, "every event came from recovery");
+    assert_eq!(
+        num(r, "recovered_events"),
+        300 * 40,
+        "every event came from recovery"
+    );
     assert_eq!(num(&r["caught_up_us"], "samples"), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("reconnect → caught up"), "{stdout}");

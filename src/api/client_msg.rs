@@ -9,9 +9,11 @@ use crate::api::publish;
 use crate::auth::token::Claims;
 use crate::fanout::broadcast::{Content, Draft};
 use crate::fanout::devices::{self, StatusIn};
-use crate::fanout::envelope::Envelope;
+use crate::fanout::envelope::{Envelope, Epoch, Position};
+use crate::fanout::history::Recovery;
 use crate::fanout::topic;
 use crate::proto::json;
+use crate::shard::Joined;
 
 /// Message types a client may send.
 pub const SUPPORTED: &[&str] = &[
@@ -32,8 +34,13 @@ pub enum Action {
     Error(String),
     /// Publish these events, then reply.
     Publish { events: Vec<Draft>, reply: String },
-    /// Subscribe to `topic`, then reply.
-    Subscribe { topic: String, reply: String },
+    /// Subscribe to `topic` (room `room`), recovering from `since` if
+    /// given, then reply with [`subscribed`].
+    Subscribe {
+        topic: String,
+        room: String,
+        since: Option<Position>,
+    },
     /// Unsubscribe from `topic`, then reply.
     Unsubscribe { topic: String, reply: String },
     /// Verify `token` and, if it is valid for the same `sub`, adopt it.
@@ -68,12 +75,20 @@ struct Incoming {
     event: Option<String>,
     /// `refresh`: the new token.
     token: Option<String>,
+    /// `subscribe`: the last position seen in the room, to recover from.
+    since: Option<SinceIn>,
     /// `publish`: the event data.
     #[serde(default)]
     data: OwnedValue,
     /// `status`: the report itself (every other field).
     #[serde(flatten)]
     status: StatusIn,
+}
+
+#[derive(Deserialize)]
+struct SinceIn {
+    epoch: String,
+    offset: u64,
 }
 
 #[derive(Serialize)]
@@ -228,7 +243,11 @@ fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
     match kind {
         "subscribe" if rights(|c| &c.rooms) => Action::Subscribe {
             topic,
-            reply: reply("subscribed"),
+            room: room.to_string(),
+            since: message.since.as_ref().map(|s| Position {
+                offset: s.offset,
+                epoch: Epoch::parse(&s.epoch),
+            }),
         },
         "unsubscribe" => Action::Unsubscribe {
             topic,
@@ -260,6 +279,55 @@ fn room_message(kind: &str, message: &Incoming, sender: &Sender<'_>) -> Action {
             &format!("token does not allow {kind} to room '{room}'"),
             None,
         )),
+    }
+}
+
+/// The reply to a `subscribe`: the room, where its stream stands (when it
+/// keeps a history) and, for a `since`, what recovery did; the recovered
+/// events follow it.
+pub fn subscribed(room: &str, joined: &Joined) -> String {
+    #[derive(Serialize)]
+    struct Subscribed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<&'a Position>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovery: Option<RecoveryOut>,
+    }
+    to_json(&Subscribed {
+        kind: "subscribed",
+        room,
+        position: joined.positions.first().map(|(_, p)| p),
+        recovery: joined.recovery.first().map(|(_, r)| RecoveryOut::of(r)),
+    })
+}
+
+/// What recovery did for one topic, as JSON.
+#[derive(Serialize)]
+pub struct RecoveryOut {
+    recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+impl RecoveryOut {
+    pub fn of(r: &Recovery) -> RecoveryOut {
+        match r {
+            Recovery::Recovered { missed } => RecoveryOut {
+                recovered: true,
+                missed: Some(*missed),
+                reason: None,
+            },
+            Recovery::Lost(reason) => RecoveryOut {
+                recovered: false,
+                missed: None,
+                reason: Some(reason),
+            },
+        }
     }
 }
 
@@ -310,7 +378,7 @@ mod tests {
         match handle(&mut text.as_bytes().to_vec(), &sender) {
             Action::Reply(r) | Action::Error(r) => r,
             Action::Publish { reply, events } => format!("PUBLISH {} {reply}", events[0].topic),
-            Action::Subscribe { topic, reply } => format!("SUB {topic} {reply}"),
+            Action::Subscribe { topic, room, since } => format!("SUB {topic} {room} {since:?}"),
             Action::Unsubscribe { topic, reply } => format!("UNSUB {topic} {reply}"),
             Action::Refresh { token } => format!("REFRESH {token}"),
         }
@@ -397,7 +465,7 @@ mod tests {
         let c = claims(&["lobby", "team-*"], &["lobby"]);
         assert_eq!(
             reply(r#"{"type":"subscribe","room":"team-7"}"#, None, Some(&c)),
-            r#"SUB room:team-7 {"type":"subscribed","room":"team-7"}"#
+            r#"SUB room:team-7 team-7 None"#
         );
         assert!(reply(r#"{"type":"subscribe","room":"secret"}"#, None, Some(&c))
             .contains(r#""code":"forbidden""#));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::api::client_msg::RecoveryOut;
 use crate::api::publish;
 use crate::api::refusal::{reject, RETRY_AFTER};
 use crate::api::route::Endpoint;
@@ -17,7 +18,6 @@ use crate::auth::token::Claims;
 use crate::auth::verify::{self, AuthError};
 use crate::conn::handle::{ConnSpec, Role};
 use crate::fanout::envelope::Position;
-use crate::fanout::history::Recovery;
 use crate::fanout::topic;
 use crate::proto::handshake;
 use crate::proto::http::Request;
@@ -60,18 +60,7 @@ impl Upgrade {
             client_type: g.client_type.as_deref(),
             user_id: &g.user_id,
             positions: Pairs(&joined.positions, Position::clone),
-            recovery: (!self.since.is_empty()).then_some(Pairs(&joined.recovery, |r: &Recovery| match r {
-                Recovery::Recovered { missed } => RecoveryOut {
-                    recovered: true,
-                    missed: Some(*missed),
-                    reason: None,
-                },
-                Recovery::Lost(reason) => RecoveryOut {
-                    recovered: false,
-                    missed: None,
-                    reason: Some(reason),
-                },
-            })),
+            recovery: (!self.since.is_empty()).then_some(Pairs(&joined.recovery, RecoveryOut::of)),
         };
         Some(publish::envelope_frame("connected", &time::now_rfc3339(), &data))
     }
@@ -278,15 +267,6 @@ struct Connected<'a, P, R> {
     positions: P,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovery: Option<R>,
-}
-
-#[derive(Serialize)]
-struct RecoveryOut {
-    recovered: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    missed: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
 }
 
 /// `(topic, value)` pairs written as a JSON object, each value through `F`.

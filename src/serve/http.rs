@@ -150,7 +150,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, s
                 };
                 drop(buf);
                 if !up.since.is_empty() {
-                    shard.catch_up(&up.since).await;
+                    // Bounded: a batch lost at shutdown must not hold the
+                    // client forever (it would then at worst see an event twice).
+                    let wait = shard.config.handshake_timeout;
+                    let _ = glommio::timer::timeout(wait, async {
+                        shard.catch_up(&up.since).await;
+                        Ok(())
+                    })
+                    .await;
                 }
                 start_connection(shard, stream, *up, leftover, slot);
                 return;

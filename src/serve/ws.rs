@@ -21,7 +21,7 @@ use crate::conn::rate::RateBucket;
 use crate::proto::close::CloseReason;
 use crate::proto::decode::{Message, ProtocolError, Receiver};
 use crate::proto::frame::{self, Control, Data, OpCode};
-use crate::shard::Shard;
+use crate::shard::{Shard, Since};
 use crate::sys::sockets::{self, MAX_IOVECS};
 
 /// Frames read per wake-up before the driver yields to other connections.
@@ -315,10 +315,20 @@ fn refresh(conn: &Rc<Conn>, shard: &Shard, session: &mut Option<Box<Session>>, t
     send_text(conn, &reply);
 }
 
+/// Subscribes `conn` to a room and answers `subscribed` with where the
+/// room's stream stands, then the events recovered from `since`.
+fn join_room(shard: &Shard, conn: &Rc<Conn>, topic: &str, room: &str, since: &Since) {
+    let joined = shard.join(conn, &[topic.to_string()], since);
+    send_text(conn, &client_msg::subscribed(room, &joined));
+    for frame in joined.frames {
+        conn.send(Chunk::Shared(frame));
+    }
+}
+
 /// Acts on one complete message from the client.
 fn handle(
     conn: &Rc<Conn>,
-    shard: &Shard,
+    shard: &Rc<Shard>,
     role: Role,
     session: &mut Option<Box<Session>>,
     state: State,
@@ -371,7 +381,7 @@ fn handle(
                             bad_message(conn, shard, &client_msg::error("rate_limited", &message, None));
                         }
                     }
-                    Action::Subscribe { topic, reply } => {
+                    Action::Subscribe { topic, room, since } => {
                         // Bounded: the connection's own topics plus at most
                         // `max_rooms_per_connection` rooms.
                         let rooms = shard.registry.borrow().rooms_of(conn);
@@ -382,8 +392,26 @@ fn handle(
                             );
                             bad_message(conn, shard, &client_msg::error("too_many_rooms", &message, None));
                         } else {
-                            shard.subscribe(conn, &topic);
-                            send_text(conn, &reply);
+                            let since: Vec<_> = since.map(|p| (topic.clone(), p)).into_iter().collect();
+                            if shard.behind(&since) {
+                                // The client saw events of the room on another
+                                // shard first: join once this shard has them too.
+                                let (shard, conn) = (shard.clone(), conn.clone());
+                                let wait = shard.config.handshake_timeout;
+                                glommio::spawn_local(async move {
+                                    let _ = glommio::timer::timeout(wait, async {
+                                        shard.catch_up(&since).await;
+                                        Ok(())
+                                    })
+                                    .await;
+                                    if conn.state() == State::Open {
+                                        join_room(&shard, &conn, &topic, &room, &since);
+                                    }
+                                })
+                                .detach();
+                            } else {
+                                join_room(shard, conn, &topic, &room, &since);
+                            }
                         }
                     }
                     Action::Unsubscribe { topic, reply } => {
