@@ -467,6 +467,7 @@ mod tests {
             sources: 4,
             warmup: 0,
             storm: false,
+            reconnect: false,
             connect_concurrency: 1,
             connect_rate: None,
             handshake_timeout_ms: 1000,
