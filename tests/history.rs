@@ -266,6 +266,8 @@ fn a_publisher_running_through_200_reconnects_loses_nothing_and_repeats_nothing(
     };
     let mut c = user(&server, "erin", None);
     let (mut last, epoch) = position(&connected(&c), "type:user");
+    // The publisher may already be past offset 0 when the client first joins.
+    let start = last;
     let mut seen = 0u64;
     let mut recovered = 0u64;
     for round in 0..201 {
@@ -302,7 +304,11 @@ fn a_publisher_running_through_200_reconnects_loses_nothing_and_repeats_nothing(
         seen += 1;
     }
     assert_eq!(last, published);
-    assert_eq!(seen, published, "each event seen once");
+    assert_eq!(
+        seen,
+        published - start,
+        "each event after the first join seen once"
+    );
     assert!(recovered > 0, "no reconnect ever had anything to recover");
 }
 
