@@ -68,7 +68,7 @@ fn connected_event_names_the_connection() {
         "{hello}"
     );
     assert!(
-        hello.contains(r#""client_type":"user","user_id":"carol"}"#),
+        hello.contains(r#""client_type":"user","user_id":"carol","positions":{"#),
         "{hello}"
     );
     assert!(hello.contains(r#""connection_id":""#), "{hello}");
