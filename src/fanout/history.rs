@@ -388,8 +388,9 @@ impl Streams {
         delivered: u64,
     ) -> Option<Range> {
         let ttl = self.limits.ttl;
+        let size = self.limits.size;
         let stream = self.topics.get_mut(topic)?;
-        let freed = expire(stream, now, ttl, delivered);
+        let freed = settle(stream, size, now, ttl, delivered);
         let first = stream.first_offset();
         let skip = after
             .saturating_add(1)
@@ -434,6 +435,16 @@ fn pop(stream: &mut Stream) -> usize {
         }
         None => 0,
     }
+}
+
+/// Drops entries past `size` or older than `ttl` that every shard
+/// delivered; the bytes freed.
+fn settle(stream: &mut Stream, size: usize, now: Instant, ttl: Duration, everywhere: u64) -> usize {
+    let mut freed = 0;
+    while stream.entries.len() > size && stream.entries.front().is_some_and(|e| e.seq <= everywhere) {
+        freed += pop(stream);
+    }
+    freed + expire(stream, now, ttl, everywhere)
 }
 
 /// Drops entries older than `ttl` that every shard delivered; the bytes freed.
