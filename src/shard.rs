@@ -249,9 +249,11 @@ impl Shard {
         let mut joined = Joined::default();
         let delivered = self.delivered();
         let now = Instant::now();
+        let everywhere = self.broadcaster.sequencer().delivered_everywhere();
         let mut streams = self.broadcaster.sequencer().streams();
         for topic in topics {
             self.subscribe(conn, topic);
+            streams.settle(topic, now, everywhere);
             let asked = since.iter().find(|(t, _)| t == topic).map(|(_, p)| p);
             if streams.keeps(topic) {
                 let (here, recovery) = streams.join(topic, asked, delivered, now, &mut joined.frames);

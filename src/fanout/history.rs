@@ -413,6 +413,17 @@ impl Streams {
         Some(range)
     }
 
+    /// Drops what `topic` keeps past `history_size` or `history_ttl`, of
+    /// what every shard has delivered (`everywhere`): trimming at append
+    /// alone lags the shards, so readers settle first.
+    pub fn settle(&mut self, topic: &str, now: Instant, everywhere: u64) {
+        let (size, ttl) = (self.limits.size, self.limits.ttl);
+        if let Some(stream) = self.topics.get_mut(topic) {
+            let freed = settle(stream, size, now, ttl, everywhere);
+            self.bytes -= freed;
+        }
+    }
+
     /// The epoch a topic without a stream reads (for the history API).
     pub fn base_epoch(&self) -> Epoch {
         self.base
