@@ -4,7 +4,8 @@
 //! [`config`], [`time`] → [`sys`] (sockets, rlimits, signals) → [`proto`]
 //! (HTTP, handshake, frames, close codes, JSON checks) → [`ops`] (labels,
 //! counters, metrics) → [`conn`] (the connection handle and its queue) →
-//! [`fanout`] (events, topics, registry, delivery) → [`auth`] (tokens,
+//! [`fanout`] (events, topics, registry, delivery) → [`broker`] (many nodes
+//! through Redis) → [`auth`] (tokens,
 //! admission) → [`shard`] (per-core state) → [`api`] (endpoints) →
 //! [`serve`] (the tasks) → [`server`] (one shard per core).
 //!
@@ -27,6 +28,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod fanout;

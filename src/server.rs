@@ -10,8 +10,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::token::{self, Claims};
 use crate::auth::verify::Verifier;
+use crate::broker;
 use crate::config::Config;
 use crate::fanout::broadcast::Broadcaster;
+use crate::fanout::remote::Remote;
 use crate::fanout::sequencer::Sequencer;
 use crate::ops::stats::Board;
 use crate::serve::runtime;
@@ -69,8 +71,24 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     };
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
     let verifier = Arc::new(Verifier::new(&config).map_err(|e| ServerError::Config(e.to_string()))?);
-    let sequencer = Arc::new(Sequencer::new(config.shards, config.history));
-    let (broadcaster, mut event_rxs) = Broadcaster::new(sequencer, config.shards, BROADCAST_CAPACITY);
+    let sequencer = Arc::new(Sequencer::new(
+        config.shards,
+        config.history,
+        config.broker.is_some(),
+    ));
+    let (remote, commands) = match config.broker {
+        Some(_) => {
+            let (remote, commands) = Remote::new();
+            (Some(remote), Some(commands))
+        }
+        None => (None, None),
+    };
+    let (broadcaster, mut event_rxs) =
+        Broadcaster::new(sequencer, remote.clone(), config.shards, BROADCAST_CAPACITY);
+    if let (Some(url), Some(remote), Some(commands)) = (&config.broker, remote, commands) {
+        broker::start(&config, url, broadcaster.clone(), remote, commands).map_err(ServerError::Config)?;
+        tracing::info!(prefix = %config.broker_prefix, "publishing through the Redis broker");
+    }
     let config = Arc::new(config);
     let signals = shutdown::block_signals();
     let cpus = allowed_cpus();

@@ -190,7 +190,9 @@ impl Shard {
             return false;
         };
         let mut list = std::mem::take(&mut *subs).into_vec();
-        registry.unsubscribe(list.swap_remove(pos));
+        if let Some(gone) = registry.unsubscribe(list.swap_remove(pos)) {
+            self.broadcaster.interest(&gone, false);
+        }
         *subs = list.into_boxed_slice();
         true
     }
@@ -223,6 +225,45 @@ impl Shard {
     /// its `since` positions (see [`Shard::catch_up`]).
     pub fn behind(&self, since: &Since) -> bool {
         !since.is_empty() && self.needed_for(since) > self.delivered()
+    }
+
+    /// What a client joining `topics` from `since` needs from the broker
+    /// first (nothing without one): topics the node does not follow yet,
+    /// and topics whose `since` is older than what the node keeps, each
+    /// with the offset to read its stream after.
+    pub fn to_warm(&self, topics: &[String], since: &Since) -> Vec<(String, Option<u64>)> {
+        let Some(remote) = self.broadcaster.remote() else {
+            return Vec::new();
+        };
+        let streams = self.broadcaster.sequencer().streams();
+        topics
+            .iter()
+            .filter_map(|topic| {
+                let asked = since.iter().find(|(t, _)| t == topic).map(|(_, p)| p);
+                let keeps = streams.keeps(topic);
+                let known = remote.follows(topic) && (!keeps || streams.tracks(topic));
+                let covered = asked.is_none_or(|p| !keeps || streams.covers(topic, p));
+                (!known || !covered).then(|| (topic.clone(), asked.filter(|_| keeps).map(|p| p.offset)))
+            })
+            .collect()
+    }
+
+    /// Everything a join of `topics` from `since` waits for: the broker's
+    /// streams ([`Shard::to_warm`]), then this shard's delivery
+    /// ([`Shard::catch_up`]).
+    pub async fn prepare(&self, topics: &[String], since: &Since) {
+        let warm = self.to_warm(topics, since);
+        if let (Some(remote), false) = (self.broadcaster.remote(), warm.is_empty()) {
+            remote.warm(warm).await;
+        }
+        if !since.is_empty() {
+            self.catch_up(since).await;
+        }
+    }
+
+    /// Whether a join of `topics` from `since` must wait ([`Shard::prepare`]).
+    pub fn must_prepare(&self, topics: &[String], since: &Since) -> bool {
+        self.behind(since) || !self.to_warm(topics, since).is_empty()
     }
 
     /// Waits until this shard has delivered every event a client saw at
@@ -287,6 +328,9 @@ impl Shard {
         let mut list = std::mem::take(&mut *subs).into_vec();
         list.push(registry.subscribe(topic, conn));
         *subs = list.into_boxed_slice();
+        if registry.subscribers(topic).is_some_and(|s| s.len() == 1) {
+            self.broadcaster.interest(topic, true);
+        }
     }
 
     /// Adds an upgraded connection, made whole from `spec`; returns it with
@@ -306,7 +350,9 @@ impl Shard {
         let subs = std::mem::take(&mut *conn.subscriptions.borrow_mut());
         let mut registry = self.registry.borrow_mut();
         for &sub in subs.iter() {
-            registry.unsubscribe(sub);
+            if let Some(gone) = registry.unsubscribe(sub) {
+                self.broadcaster.interest(&gone, false);
+            }
         }
         drop(registry);
         if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {

@@ -195,7 +195,16 @@ async fn publish_with(
         Err((status, code, message)) => return reject(shard, status, code, &message, keep_alive, &[]),
     };
     let id = shard.next_id();
-    shard.broadcaster.publish(events, accepted).await;
+    if shard.broadcaster.publish(events, accepted).await.is_err() {
+        return reject(
+            shard,
+            503,
+            "broker_unavailable",
+            "the broker (Redis) is unreachable: nothing was published; retry later",
+            keep_alive,
+            &[("Retry-After", "1")],
+        );
+    }
     let body = simd_json::to_string(&Accepted {
         id: &id,
         events: count,

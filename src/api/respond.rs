@@ -49,9 +49,19 @@ pub async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port)
     match endpoint {
         Endpoint::Health => {
             let draining = shard.draining();
-            let status = if draining { 503 } else { 200 };
+            let broker = shard.broadcaster.remote().map(|r| r.is_up());
+            let status = if draining || broker == Some(false) {
+                503
+            } else {
+                200
+            };
             (
-                http::json_response(status, &shard.board.health_json(draining), keep_alive, &[]),
+                http::json_response(
+                    status,
+                    &shard.board.health_json(draining, broker),
+                    keep_alive,
+                    &[],
+                ),
                 after(),
             )
         }

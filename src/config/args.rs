@@ -83,6 +83,13 @@ pub struct ServeArgs {
     /// Topic kinds that keep a history: any of all, type:*, user:*, room:* (comma-separated; empty: none).
     #[arg(long, env = "SHARDCAST_HISTORY_TOPICS")]
     pub history_topics: Option<String>,
+    /// Run as one node of a cluster through Redis: redis://[:password@]host:port[/db]
+    /// (unset: the in-memory single node). The password is never logged.
+    #[arg(long, env = "SHARDCAST_BROKER")]
+    pub broker: Option<String>,
+    /// Prefix of every Redis key and channel this cluster uses.
+    #[arg(long, env = "SHARDCAST_BROKER_PREFIX")]
+    pub broker_prefix: Option<String>,
     /// Messages per second one connection may publish (rooms, device status); past it: `rate_limited`.
     #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_RATE")]
     pub client_publish_rate: Option<u32>,
@@ -180,6 +187,8 @@ pub struct FileConfig {
     pub history_ttl: Option<String>,
     pub history_max_bytes: Option<usize>,
     pub history_topics: Option<String>,
+    pub broker: Option<String>,
+    pub broker_prefix: Option<String>,
     pub client_publish_rate: Option<u32>,
     pub client_publish_burst: Option<u32>,
     pub max_sockets: Option<u64>,

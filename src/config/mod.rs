@@ -95,6 +95,10 @@ pub struct Config {
     pub max_devices: usize,
     /// `history_size`, `history_ttl`, `history_max_bytes`, `history_topics`.
     pub history: Limits,
+    /// `broker`: the Redis URL of the cluster (None: a single node in memory).
+    pub broker: Option<String>,
+    /// `broker_prefix`: of every Redis key and channel.
+    pub broker_prefix: String,
     pub client_publish_rate: u32,
     pub client_publish_burst: u32,
     /// 0 until start-up sets it from the open-file limit.
@@ -134,6 +138,7 @@ impl fmt::Debug for Config {
             .field("echo", &self.echo)
             .field("jwt_secret", &"<redacted>")
             .field("api_key", &"<redacted>")
+            .field("broker", &self.broker.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -257,6 +262,22 @@ impl Config {
                     .unwrap_or_default(),
                 )
                 .map_err(|reason| invalid("history_topics", reason))?,
+            },
+            broker: match pick!(broker).filter(|s| !s.is_empty()) {
+                Some(url) if url.starts_with("redis://") => Some(url),
+                Some(url) if url.starts_with("rediss://") => {
+                    return Err(invalid(
+                        "broker",
+                        "rediss:// (TLS to Redis) is not supported yet; use redis:// on a trusted network",
+                    ))
+                }
+                Some(_) => return Err(invalid("broker", "must be a redis://host:port[/db] URL")),
+                None => None,
+            },
+            broker_prefix: match pick!(broker_prefix) {
+                None => "shardcast:".to_string(),
+                Some(p) if p.len() <= 64 && p.bytes().all(|b| b.is_ascii_graphic()) => p,
+                Some(_) => return Err(invalid("broker_prefix", "at most 64 visible ASCII characters")),
             },
             client_publish_rate: positive("client_publish_rate", pick!(client_publish_rate).unwrap_or(50))?,
             client_publish_burst: positive(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::conn::handle::Published;
-use crate::fanout::envelope::Envelope;
+use crate::fanout::envelope::{Envelope, Position};
+use crate::fanout::remote::{Outgoing, Remote, Unavailable};
 use crate::fanout::sequencer::Sequencer;
 
 /// One published event: its topic and its finished WebSocket frame.
@@ -41,6 +42,14 @@ pub struct Draft {
     pub device: Option<Arc<str>>,
 }
 
+/// An event that came back from the broker, with the place it gave it
+/// (`None`: its topic keeps no stream).
+#[derive(Debug)]
+pub struct Arrived {
+    pub draft: Draft,
+    pub position: Option<Position>,
+}
+
 /// What a draft becomes a frame from.
 #[derive(Debug)]
 pub enum Content {
@@ -64,12 +73,15 @@ pub struct Batch {
 pub struct Broadcaster {
     senders: Arc<[flume::Sender<Arc<Batch>>]>,
     sequencer: Arc<Sequencer>,
+    /// Set when the node publishes through a broker (`--broker`).
+    remote: Option<Arc<Remote>>,
 }
 
 impl Broadcaster {
     /// One channel per shard, each holding at most `capacity` batches.
     pub fn new(
         sequencer: Arc<Sequencer>,
+        remote: Option<Arc<Remote>>,
         shards: usize,
         capacity: usize,
     ) -> (Broadcaster, Vec<flume::Receiver<Arc<Batch>>>) {
@@ -78,6 +90,7 @@ impl Broadcaster {
             Broadcaster {
                 senders: senders.into(),
                 sequencer,
+                remote,
             },
             receivers,
         )
@@ -87,18 +100,91 @@ impl Broadcaster {
         &self.sequencer
     }
 
-    /// Gives each draft its place, frames it once, and hands the batch to
-    /// every shard in turn. A full channel makes the publisher wait
-    /// (back-pressure on the HTTP request), never drops. Returns when every
-    /// shard's channel holds the batch.
-    pub async fn publish(&self, drafts: Vec<Draft>, accepted: Instant) {
+    /// The broker this node publishes through, if any.
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        self.remote.as_ref()
+    }
+
+    /// Publishes `drafts`. In memory: gives each its place, frames it once,
+    /// and hands the batch to every shard in turn; a full channel makes the
+    /// publisher wait (back-pressure on the HTTP request), never drops;
+    /// returns when every shard's channel holds the batch. Through a broker:
+    /// returns once the broker took them (every node then delivers what
+    /// comes back), or `Err` when it did not (nothing was published).
+    pub async fn publish(&self, drafts: Vec<Draft>, accepted: Instant) -> Result<(), Unavailable> {
+        if let Some(remote) = &self.remote {
+            let events = {
+                let streams = self.sequencer.streams();
+                drafts
+                    .into_iter()
+                    .map(|d| Outgoing {
+                        keep: matches!(d.content, Content::Envelope(_)) && streams.keeps(&d.topic),
+                        body: encode(&d),
+                        topic: d.topic,
+                    })
+                    .collect()
+            };
+            return remote.publish(events).await;
+        }
         let turn = self.sequencer.turn().await;
         let batch = Arc::new(self.seal(drafts, accepted));
+        self.send(batch).await;
+        drop(turn);
+        Ok(())
+    }
+
+    /// Hands events the broker delivered to every shard, each framed once
+    /// at the place the broker gave it (which its topic's stream takes).
+    pub async fn deliver(&self, arrived: Vec<Arrived>, accepted: Instant) {
+        let turn = self.sequencer.turn().await;
+        let batch = Arc::new(self.seal_arrived(arrived, accepted));
+        self.send(batch).await;
+        drop(turn);
+    }
+
+    /// The batch of events from the broker, each framed at its place
+    /// (under the turn).
+    fn seal_arrived(&self, arrived: Vec<Arrived>, accepted: Instant) -> Batch {
+        let delivered = self.sequencer.delivered_everywhere();
+        let mut streams = self.sequencer.streams();
+        let seq = streams.next_seq();
+        let events = arrived
+            .into_iter()
+            .map(|Arrived { draft: d, position }| {
+                let frame = match (d.content, position) {
+                    (Content::Frame(frame), _) => frame,
+                    (Content::Envelope(e), Some(p)) => {
+                        streams.place(&d.topic, &p, seq, accepted, delivered, |p| e.frame(Some(p)))
+                    }
+                    (Content::Envelope(e), None) => e.frame(None),
+                };
+                Event {
+                    topic: d.topic,
+                    frame,
+                    device: d.device,
+                }
+            })
+            .collect();
+        Batch {
+            events,
+            accepted,
+            seq,
+        }
+    }
+
+    async fn send(&self, batch: Arc<Batch>) {
         for tx in self.senders.iter() {
             // Err only when that shard has stopped (shutdown): nothing to deliver.
             let _ = tx.send_async(batch.clone()).await;
         }
-        drop(turn);
+    }
+
+    /// A shard's interest in `topic` began or ended (the broker follows
+    /// the topics some shard has subscribers of).
+    pub fn interest(&self, topic: &str, up: bool) {
+        if let Some(remote) = &self.remote {
+            remote.interest(topic, up);
+        }
     }
 
     /// The batch of `drafts`, each framed with its place (under the turn).
@@ -127,6 +213,82 @@ impl Broadcaster {
             events,
             accepted,
             seq,
+        }
+    }
+}
+
+/// `d`'s content as one body: `E<split>:<json>` for an envelope,
+/// `F<device length>:<device><frame>` for a finished frame.
+pub fn encode(d: &Draft) -> Vec<u8> {
+    match &d.content {
+        Content::Envelope(e) => {
+            let (json, split) = e.parts();
+            let mut out = format!("E{split}:").into_bytes();
+            out.extend_from_slice(json);
+            out
+        }
+        Content::Frame(frame) => {
+            let device = d.device.as_deref().unwrap_or("");
+            let mut out = format!("F{}:", device.len()).into_bytes();
+            out.extend_from_slice(device.as_bytes());
+            out.extend_from_slice(frame);
+            out
+        }
+    }
+}
+
+/// A body written by [`encode`] (on any node) back into content and device.
+pub fn decode(body: &[u8]) -> Option<(Content, Option<Arc<str>>)> {
+    let (&kind, rest) = body.split_first()?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let n: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let rest = &rest[colon + 1..];
+    match kind {
+        b'E' => Some((Content::Envelope(Envelope::from_parts(rest.to_vec(), n)?), None)),
+        b'F' if n <= rest.len() => {
+            let device = std::str::from_utf8(&rest[..n]).ok()?;
+            let device = (!device.is_empty()).then(|| Arc::from(device));
+            Some((Content::Frame(Arc::from(&rest[n..])), device))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::envelope::Epoch;
+
+    #[test]
+    fn bodies_come_back_as_the_same_frames() {
+        let e = Envelope::new("x", Some("all"), "T", &1);
+        let p = Position {
+            offset: 3,
+            epoch: Epoch::random(),
+        };
+        let d = Draft {
+            topic: "all".into(),
+            content: Content::Envelope(e.clone()),
+            device: None,
+        };
+        match decode(&encode(&d)) {
+            Some((Content::Envelope(back), None)) => assert_eq!(back.frame(Some(&p)), e.frame(Some(&p))),
+            _ => panic!("not an envelope"),
+        }
+        let f = Draft {
+            topic: "devices".into(),
+            content: Content::Frame(Arc::from(&b"\x81\x02{}"[..])),
+            device: Some("d1".into()),
+        };
+        match decode(&encode(&f)) {
+            Some((Content::Frame(frame), Some(dev))) => {
+                assert_eq!(&frame[..], b"\x81\x02{}");
+                assert_eq!(&*dev, "d1");
+            }
+            _ => panic!("not a frame"),
+        }
+        for bad in [&b""[..], b"E", b"E9:{}", b"Fx:", b"F9:ab", b"Q1:a"] {
+            assert!(decode(bad).is_none(), "{bad:?}");
         }
     }
 }

@@ -114,6 +114,16 @@ impl Envelope {
         Arc::from(out)
     }
 
+    /// The JSON and where its position goes (to carry it to other nodes).
+    pub fn parts(&self) -> (&[u8], usize) {
+        (&self.json, self.split)
+    }
+
+    /// An envelope from [`Envelope::parts`]; `None` if `split` is past the end.
+    pub fn from_parts(json: Vec<u8>, split: usize) -> Option<Envelope> {
+        (split <= json.len()).then_some(Envelope { json, split })
+    }
+
     /// Bytes this envelope will take in its frame, position aside.
     pub fn len(&self) -> usize {
         self.json.len()

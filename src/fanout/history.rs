@@ -112,6 +112,10 @@ pub struct Streams {
     next_seq: u64,
     /// Streams dropped for `history_max_bytes` (counted for /metrics).
     evicted: u64,
+    /// Fed by a broker (`--broker`): offsets and epochs come from it, and a
+    /// stream the node follows keeps its place (epoch, top) when its entries
+    /// go, until the broker forgets it.
+    remote: bool,
 }
 
 impl Streams {
@@ -127,7 +131,147 @@ impl Streams {
             hasher: RandomState::new(),
             next_seq: 1,
             evicted: 0,
+            remote: false,
         }
+    }
+
+    /// Streams a broker feeds (see the `remote` field).
+    pub fn fed_by_broker(limits: Limits) -> Streams {
+        Streams {
+            remote: true,
+            ..Streams::new(limits)
+        }
+    }
+
+    /// Whether `topic` has a stream here (for a broker: whether the node
+    /// knows where it stands).
+    pub fn tracks(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
+    /// Whether a client at `p` can recover from what is kept here.
+    pub fn covers(&self, topic: &str, p: &Position) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|s| s.epoch == p.epoch && (p.offset >= s.top || p.offset + 1 >= s.first_offset()))
+    }
+
+    /// Takes the event a broker placed at `p` (a new epoch, or a gap the
+    /// broker could not fill, restarts what is kept); like [`Streams::append`].
+    pub fn place(
+        &mut self,
+        topic: &str,
+        p: &Position,
+        seq: u64,
+        now: Instant,
+        delivered: u64,
+        frame: impl FnOnce(&Position) -> Arc<[u8]>,
+    ) -> Arc<[u8]> {
+        let touch = self.touches;
+        self.touches += 1;
+        let key = self.open_at(topic, p.epoch, p.offset.saturating_sub(1), touch);
+        let limits = self.limits;
+        let Some(stream) = self.topics.get_mut(topic) else {
+            return frame(p);
+        };
+        let mut freed = 0;
+        if stream.epoch != p.epoch || p.offset != stream.top + 1 {
+            freed += restart(stream, p.epoch, p.offset.saturating_sub(1));
+        }
+        stream.top = p.offset;
+        stream.touch = touch;
+        let built = frame(p);
+        let cost = ENTRY_OVERHEAD + built.len();
+        stream.entries.push_back(Entry {
+            seq,
+            at: now,
+            frame: built.clone(),
+        });
+        stream.bytes += cost;
+        self.bytes += cost;
+        while stream.entries.len() > limits.size {
+            match stream.entries.front() {
+                Some(e) if e.seq <= delivered => freed += pop(stream),
+                _ => break,
+            }
+        }
+        freed += expire(stream, now, limits.ttl, delivered);
+        self.bytes -= freed;
+        self.touched.push_back((touch, key));
+        self.evict(delivered);
+        self.compact();
+        built
+    }
+
+    /// Keeps events a broker read back that the node already stood past
+    /// (`entries`: offset and frame, oldest first, at most `top`): those
+    /// just before what is kept go in front of it. A topic with no stream
+    /// here gets one at `epoch`, `top`.
+    pub fn remember(
+        &mut self,
+        topic: &str,
+        epoch: Epoch,
+        top: u64,
+        now: Instant,
+        entries: Vec<(u64, Arc<[u8]>)>,
+    ) {
+        let touch = self.touches;
+        self.touches += 1;
+        let fresh = !self.topics.contains_key(topic);
+        let key = self.open_at(topic, epoch, top, touch);
+        if fresh {
+            self.touched.push_back((touch, key));
+        }
+        let Some(stream) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let mut change = 0isize;
+        if stream.epoch != epoch {
+            change -= restart(stream, epoch, top) as isize;
+        }
+        let mut first = stream.first_offset();
+        for (offset, frame) in entries.into_iter().rev() {
+            if offset + 1 != first || stream.entries.len() >= self.limits.size {
+                continue;
+            }
+            let cost = ENTRY_OVERHEAD + frame.len();
+            stream.entries.push_front(Entry {
+                seq: 0,
+                at: now,
+                frame,
+            });
+            stream.bytes += cost;
+            change += cost as isize;
+            first = offset;
+        }
+        self.bytes = (self.bytes as isize + change) as usize;
+    }
+
+    /// Drops `topic`'s stream entirely (the broker no longer follows it).
+    pub fn forget(&mut self, topic: &str) {
+        if let Some(s) = self.topics.remove(topic) {
+            self.bytes -= s.bytes + STREAM_OVERHEAD + topic.len();
+        }
+    }
+
+    /// `topic`'s stream, opened empty at `epoch` and `top` if it has none; its key.
+    fn open_at(&mut self, topic: &str, epoch: Epoch, top: u64, touch: u64) -> Arc<str> {
+        if let Some((k, _)) = self.topics.get_key_value(topic) {
+            return k.clone();
+        }
+        let key: Arc<str> = Arc::from(topic);
+        self.bytes += STREAM_OVERHEAD + key.len();
+        self.topics.insert(
+            key.clone(),
+            Stream {
+                epoch,
+                top,
+                entries: VecDeque::new(),
+                bytes: 0,
+                touch,
+            },
+        );
+        key
     }
 
     /// Whether `topic` keeps a stream (and its events carry a position).
@@ -250,6 +394,14 @@ impl Streams {
     }
 
     fn drop_stream(&mut self, key: &str) {
+        if self.remote {
+            // The broker still follows it: keep where it stands.
+            if let Some(s) = self.topics.get_mut(key) {
+                let (epoch, top) = (s.epoch, s.top);
+                self.bytes -= restart(s, epoch, top);
+            }
+            return;
+        }
         if let Some(s) = self.topics.remove(key) {
             self.bytes -= s.bytes + STREAM_OVERHEAD + key.len();
             if self.forgotten.len() >= MAX_FORGOTTEN {
@@ -434,6 +586,16 @@ impl Streams {
     pub fn usage(&self) -> (usize, usize, u64) {
         (self.bytes, self.topics.len(), self.evicted)
     }
+}
+
+/// Empties `stream` and sets it at `epoch`, `top`; the bytes freed.
+fn restart(stream: &mut Stream, epoch: Epoch, top: u64) -> usize {
+    let freed = stream.bytes;
+    stream.entries.clear();
+    stream.bytes = 0;
+    stream.epoch = epoch;
+    stream.top = top;
+    freed
 }
 
 /// Removes the oldest entry; the bytes freed.

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod envelope;
 pub mod history;
 pub mod registry;
+pub mod remote;
 pub mod sequencer;
 pub mod topic;
 pub mod uring_send;

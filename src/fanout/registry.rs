@@ -39,16 +39,17 @@ impl Registry {
         Subscription { topic: id, slot }
     }
 
-    /// Undoes `sub`; forgets the topic when it has no subscribers left.
-    pub fn unsubscribe(&mut self, sub: Subscription) {
-        let Some(entry) = self.topics.get_mut(sub.topic as usize) else {
-            return;
-        };
+    /// Undoes `sub`; forgets the topic when it has no subscribers left,
+    /// and then returns its name.
+    pub fn unsubscribe(&mut self, sub: Subscription) -> Option<Box<str>> {
+        let entry = self.topics.get_mut(sub.topic as usize)?;
         entry.subscribers.try_remove(sub.slot as usize);
         if entry.subscribers.is_empty() {
             let entry = self.topics.remove(sub.topic as usize);
             self.ids.remove(&entry.name);
+            return Some(entry.name);
         }
+        None
     }
 
     /// The id of `topic`, if anyone on this shard is subscribed.

@@ -33,13 +33,18 @@ impl Drop for Turn<'_> {
 }
 
 impl Sequencer {
-    pub fn new(shards: usize, limits: Limits) -> Sequencer {
+    /// `brokered`: the streams are fed by a broker (`Streams::fed_by_broker`).
+    pub fn new(shards: usize, limits: Limits, brokered: bool) -> Sequencer {
         let (turn_tx, turn_rx) = flume::bounded(1);
         let _ = turn_tx.try_send(());
         Sequencer {
             turn_tx,
             turn_rx,
-            streams: Mutex::new(Streams::new(limits)),
+            streams: Mutex::new(if brokered {
+                Streams::fed_by_broker(limits)
+            } else {
+                Streams::new(limits)
+            }),
             delivered: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }

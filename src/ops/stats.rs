@@ -203,6 +203,9 @@ struct Health {
     shards: usize,
     connections: u64,
     uptime_secs: u64,
+    /// With a broker: `connected` or `unreachable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<&'static str>,
 }
 
 impl Board {
@@ -369,12 +372,19 @@ impl Board {
     }
 
     /// `/health` body; `draining` while shutting down.
-    pub fn health_json(&self, draining: bool) -> String {
+    /// `broker`: whether the broker is reachable, when there is one
+    /// (unreachable: `degraded`).
+    pub fn health_json(&self, draining: bool, broker: Option<bool>) -> String {
         let health = Health {
-            status: if draining { "draining" } else { "ok" },
+            status: match (draining, broker) {
+                (true, _) => "draining",
+                (false, Some(false)) => "degraded",
+                _ => "ok",
+            },
             shards: self.shards.len(),
             connections: self.total(),
             uptime_secs: self.started.elapsed().as_secs(),
+            broker: broker.map(|up| if up { "connected" } else { "unreachable" }),
         };
         simd_json::to_string(&health).unwrap_or_default()
     }

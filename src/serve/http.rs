@@ -149,12 +149,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, s
                     std::mem::take(&mut buf)
                 };
                 drop(buf);
-                if !up.since.is_empty() {
-                    // Bounded: a batch lost at shutdown must not hold the
-                    // client forever (it would then at worst see an event twice).
+                if shard.must_prepare(&up.topics, &up.since) {
+                    // Bounded: a batch lost at shutdown, or a broker that
+                    // does not answer, must not hold the client forever (it
+                    // would then at worst see an event twice, or miss a recovery).
                     let wait = shard.config.handshake_timeout;
                     let _ = glommio::timer::timeout(wait, async {
-                        shard.catch_up(&up.since).await;
+                        shard.prepare(&up.topics, &up.since).await;
                         Ok(())
                     })
                     .await;

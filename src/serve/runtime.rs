@@ -49,7 +49,12 @@ pub async fn run(
     let broadcaster = shard.broadcaster.clone();
     let forwarder = glommio::spawn_local(async move {
         while let Some((events, accepted)) = local_publishes.recv().await {
-            broadcaster.publish(events, accepted).await;
+            if broadcaster.publish(events, accepted).await.is_err() {
+                tracing::warn!(
+                    shard = id,
+                    "broker unavailable: a device presence was not published"
+                );
+            }
         }
     })
     .detach();

@@ -393,14 +393,15 @@ fn handle(
                             bad_message(conn, shard, &client_msg::error("too_many_rooms", &message, None));
                         } else {
                             let since: Vec<_> = since.map(|p| (topic.clone(), p)).into_iter().collect();
-                            if shard.behind(&since) {
+                            let topics = [topic.clone()];
+                            if shard.must_prepare(&topics, &since) {
                                 // The client saw events of the room on another
                                 // shard first: join once this shard has them too.
                                 let (shard, conn) = (shard.clone(), conn.clone());
                                 let wait = shard.config.handshake_timeout;
                                 glommio::spawn_local(async move {
                                     let _ = glommio::timer::timeout(wait, async {
-                                        shard.catch_up(&since).await;
+                                        shard.prepare(&topics, &since).await;
                                         Ok(())
                                     })
                                     .await;

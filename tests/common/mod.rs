@@ -3,6 +3,8 @@
 //! bytes for malformed input), and poll with deadlines instead of sleeping.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,637 @@
+//! The Redis broker thread: one current-thread tokio runtime running
+//! redis-rs, joined to the shards by flume both ways. It publishes each
+//! batch in one Lua step, follows the topics this node's shards have
+//! subscribers of (batched SUBSCRIBE/UNSUBSCRIBE), hands what arrives to
+//! every shard once, fills gaps from each topic's stream, probes its own
+//! subscription, and reconnects with backoff when Redis goes away.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+
+use crate::broker::script::{self, Names, META_TTL_SECS};
+use crate::broker::track::{Live, Read, Step, Track};
+use crate::fanout::broadcast::{self, Arrived, Broadcaster, Draft};
+use crate::fanout::envelope::{Epoch, Position};
+use crate::fanout::remote::{Command, Outgoing, Remote, Unavailable};
+
+/// How long one Redis request may take before the publish is refused.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reconnect backoff, first and longest.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A probe goes through the node's own subscription this often; one that
+/// has not come back after `PROBE_DEADLINE` means the subscription is wedged.
+const TICK: Duration = Duration::from_millis(500);
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
+/// A topic no shard has subscribers of is unfollowed after this long.
+const IDLE_GRACE: Duration = Duration::from_secs(2);
+/// Channel messages handled (and delivered as one batch) per round.
+const MAX_ROUND: usize = 1024;
+/// Channels per SUBSCRIBE / UNSUBSCRIBE.
+const CHANNELS_PER_CALL: usize = 1000;
+
+/// What the thread needs.
+pub struct Setup {
+    pub client: Client,
+    pub prefix: String,
+    pub broadcaster: Broadcaster,
+    pub remote: Arc<Remote>,
+    pub commands: flume::Receiver<Command>,
+    /// `history_size` and `history_ttl`.
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+/// A read of a topic's stream came back.
+struct Filled {
+    topic: Box<str>,
+    read: Option<Read>,
+}
+
+struct Broker {
+    names: Names,
+    broadcaster: Broadcaster,
+    remote: Arc<Remote>,
+    size: usize,
+    ttl_secs: u64,
+    node: String,
+    tracks: HashMap<Box<str>, Track>,
+    publish: Arc<Script>,
+    read: Arc<Script>,
+    filled_tx: flume::Sender<Filled>,
+}
+
+/// Why a session with Redis ended.
+enum Lost {
+    Closed,
+    Error(redis::RedisError),
+    Wedged,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Closed => f.write_str("connection closed"),
+            Lost::Error(e) => write!(f, "{e}"),
+            Lost::Wedged => f.write_str("the subscription stopped delivering (probe lost)"),
+        }
+    }
+}
+
+/// Runs the broker until the process ends.
+pub async fn run(setup: Setup) {
+    let (filled_tx, filled_rx) = flume::unbounded();
+    let mut broker = Broker {
+        names: Names::new(&setup.prefix),
+        broadcaster: setup.broadcaster,
+        remote: setup.remote,
+        size: setup.size.max(1),
+        ttl_secs: setup.ttl.as_secs().max(1),
+        node: Epoch::random().as_str().to_string(),
+        tracks: HashMap::new(),
+        publish: Arc::new(Script::new(script::PUBLISH)),
+        read: Arc::new(Script::new(script::READ)),
+        filled_tx,
+    };
+    let commands = setup.commands;
+    let mut backoff = BACKOFF_MIN;
+    let mut was_up = false;
+    loop {
+        match connect(&setup.client).await {
+            Ok((cmd, sink, stream)) => {
+                backoff = BACKOFF_MIN;
+                let lost = broker.session(cmd, sink, stream, &commands, &filled_rx).await;
+                tracing::warn!(reason = %lost, "broker connection lost; reconnecting");
+                was_up = true;
+            }
+            Err(error) => {
+                if was_up || backoff == BACKOFF_MIN {
+                    tracing::warn!(%error, "broker unreachable; retrying");
+                }
+                was_up = false;
+            }
+        }
+        broker.remote.set_up(false);
+        broker.lost();
+        // Down: refuse publishes, let joins go on, count interest.
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                c = commands.recv_async() => match c {
+                    Ok(c) => broker.while_down(c),
+                    Err(_) => return,
+                },
+                f = filled_rx.recv_async() => if let Ok(f) = f {
+                    broker.answer_waiters(&f.topic);
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(client: &Client) -> redis::RedisResult<(MultiplexedConnection, PubSubSink, PubSubStream)> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REQUEST_TIMEOUT))
+        .set_response_timeout(Some(REQUEST_TIMEOUT));
+    let cmd = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let pubsub = tokio::time::timeout(REQUEST_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+    let (sink, stream) = pubsub.split();
+    Ok((cmd, sink, stream))
+}
+
+impl Broker {
+    /// One connection's life: resubscribe and refill every followed topic,
+    /// then serve until the connection is lost.
+    async fn session(
+        &mut self,
+        cmd: MultiplexedConnection,
+        mut sink: PubSubSink,
+        mut stream: PubSubStream,
+        commands: &flume::Receiver<Command>,
+        filled: &flume::Receiver<Filled>,
+    ) -> Lost {
+        let probe = self.names.probe(&self.node);
+        if let Err(e) = sink.subscribe(&probe).await {
+            return Lost::Error(e);
+        }
+        let topics: Vec<Box<str>> = self.tracks.keys().cloned().collect();
+        if let Err(e) = self.subscribe(&mut sink, &topics).await {
+            return Lost::Error(e);
+        }
+        for topic in &topics {
+            if let Some(t) = self.tracks.get_mut(topic) {
+                if t.keep {
+                    // Whatever was published while the node was away.
+                    let after = t.top;
+                    let first = t.epoch.is_none();
+                    t.filling = true;
+                    self.fill(&cmd, topic, after, if first { 0 } else { self.size });
+                }
+            }
+        }
+        self.remote.set_up(true);
+        tracing::info!(topics = topics.len(), "broker connected");
+        let mut last_probe = Instant::now();
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(first) = msg else { return Lost::Closed };
+                    let mut round = vec![first];
+                    while round.len() < MAX_ROUND {
+                        match futures_lite::future::poll_once(stream.next()).await {
+                            Some(Some(m)) => round.push(m),
+                            Some(None) => return Lost::Closed,
+                            None => break,
+                        }
+                    }
+                    let mut arrivals = Vec::new();
+                    for m in &round {
+                        if m.get_channel_name() == probe {
+                            last_probe = Instant::now();
+                        } else {
+                            self.live(&cmd, m.get_channel_name(), m.get_payload_bytes(), &mut arrivals);
+                        }
+                    }
+                    self.deliver(arrivals).await;
+                }
+                c = commands.recv_async() => {
+                    let Ok(first) = c else { return Lost::Closed };
+                    let mut batch = vec![first];
+                    while let Ok(c) = commands.try_recv() {
+                        batch.push(c);
+                        if batch.len() >= MAX_ROUND {
+                            break;
+                        }
+                    }
+                    if let Err(e) = self.commands(&cmd, &mut sink, batch).await {
+                        return Lost::Error(e);
+                    }
+                }
+                f = filled.recv_async() => {
+                    if let Ok(f) = f {
+                        self.merge(&cmd, f).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_probe.elapsed() > PROBE_DEADLINE {
+                        return Lost::Wedged;
+                    }
+                    let mut c = cmd.clone();
+                    let channel = probe.clone();
+                    tokio::spawn(async move {
+                        let _: redis::RedisResult<Value> = redis::cmd("PUBLISH").arg(channel).arg(1).query_async(&mut c).await;
+                    });
+                    if let Err(e) = self.unfollow_idle(&mut sink).await {
+                        return Lost::Error(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// SUBSCRIBE to `topics`' channels, in batches.
+    async fn subscribe(&mut self, sink: &mut PubSubSink, topics: &[Box<str>]) -> redis::RedisResult<()> {
+        for chunk in topics.chunks(CHANNELS_PER_CALL) {
+            let channels: Vec<String> = chunk.iter().map(|t| self.names.channel(t)).collect();
+            sink.subscribe(&channels).await?;
+            for topic in chunk {
+                if let Some(t) = self.tracks.get_mut(topic) {
+                    t.subscribed = true;
+                }
+                self.remote.set_followed(topic, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one round of the shards' commands.
+    async fn commands(
+        &mut self,
+        cmd: &MultiplexedConnection,
+        sink: &mut PubSubSink,
+        batch: Vec<Command>,
+    ) -> redis::RedisResult<()> {
+        let now = Instant::now();
+        let mut new = Vec::new();
+        let mut replies = Vec::new();
+        for c in batch {
+            match c {
+                Command::Publish { events, reply } => self.publish(cmd, events, reply),
+                Command::Interest { topic, up } => {
+                    let keep = self.keeps(&topic);
+                    let t = self.tracks.entry(topic.clone()).or_insert_with(|| {
+                        new.push(topic.clone());
+                        Track::new(keep, now)
+                    });
+                    if up {
+                        t.shards += 1;
+                        t.idle_since = None;
+                    } else {
+                        t.shards = t.shards.saturating_sub(1);
+                        if t.shards == 0 {
+                            t.idle_since = Some(now);
+                        }
+                    }
+                }
+                Command::Warm { topics, reply } => {
+                    for (topic, after) in topics {
+                        let keep = self.keeps(&topic);
+                        let topic: Box<str> = topic.into();
+                        let t = self.tracks.entry(topic.clone()).or_insert_with(|| {
+                            new.push(topic.clone());
+                            Track::new(keep, now)
+                        });
+                        if t.shards == 0 {
+                            // Held a while for the subscriber about to join.
+                            t.idle_since = Some(now);
+                        }
+                        replies.push((topic, after, reply.clone()));
+                    }
+                }
+            }
+        }
+        new.retain(|t| self.tracks.get(t).is_some_and(|t| !t.subscribed));
+        self.subscribe(sink, &new).await?;
+        for topic in new.iter().filter(|t| !replies.iter().any(|r| &r.0 == *t)) {
+            // Interest without a join first: learn where it stands.
+            self.start_read(cmd, topic, None);
+        }
+        for (topic, after, reply) in replies {
+            match self.tracks.get_mut(&topic) {
+                Some(t) if t.keep => {
+                    t.waiters.push(reply);
+                    self.start_read(cmd, &topic, after);
+                }
+                _ => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `topic`'s stream (after `after`; `None`: only where it
+    /// stands) unless a read is under way, which then reads again after it.
+    fn start_read(&mut self, cmd: &MultiplexedConnection, topic: &str, after: Option<u64>) {
+        let size = self.size;
+        let Some(t) = self.tracks.get_mut(topic) else {
+            return;
+        };
+        if !t.keep {
+            return;
+        }
+        if t.filling {
+            if let Some(a) = after {
+                t.wanted = Some(t.wanted.map_or(a, |w| w.min(a)));
+            }
+            return;
+        }
+        t.filling = true;
+        let (after, count) = match after {
+            Some(a) => (a, size),
+            None => (t.top, if t.epoch.is_none() { 0 } else { size }),
+        };
+        self.fill(cmd, topic, after, count);
+    }
+
+    /// Starts a read of `topic`'s stream after `after` (at most `count`
+    /// entries); its result comes back as a `Filled`.
+    fn fill(&self, cmd: &MultiplexedConnection, topic: &str, after: u64, count: usize) {
+        let mut c = cmd.clone();
+        let script = self.read.clone();
+        let (stream, meta) = (self.names.stream(topic), self.names.meta(topic));
+        let meta_ttl = META_TTL_SECS.max(self.ttl_secs);
+        let tx = self.filled_tx.clone();
+        let topic: Box<str> = topic.into();
+        tokio::spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(stream)
+                .key(meta)
+                .arg(after)
+                .arg(count)
+                .arg(Epoch::random().as_str())
+                .arg(meta_ttl);
+            let invocation = invocation.invoke_async::<Value>(&mut c);
+            let read = match tokio::time::timeout(REQUEST_TIMEOUT, invocation).await {
+                Ok(Ok(v)) => script::parse_read(v),
+                _ => None,
+            };
+            let _ = tx.send(Filled { topic, read });
+        });
+    }
+
+    /// Publishes one batch in one script call; answers when Redis took it.
+    fn publish(
+        &self,
+        cmd: &MultiplexedConnection,
+        events: Vec<Outgoing>,
+        reply: flume::Sender<Result<(), Unavailable>>,
+    ) {
+        let mut c = cmd.clone();
+        let script = self.publish.clone();
+        let names = self.names.clone();
+        let (size, ttl) = (self.size, self.ttl_secs);
+        let meta_ttl = META_TTL_SECS.max(ttl);
+        tokio::spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            for e in &events {
+                invocation.key(names.stream(&e.topic)).key(names.meta(&e.topic));
+            }
+            invocation
+                .arg(size)
+                .arg(ttl)
+                .arg(meta_ttl)
+                .arg(Epoch::random().as_str());
+            for e in &events {
+                invocation
+                    .arg(names.channel(&e.topic))
+                    .arg(if e.keep { "1" } else { "0" })
+                    .arg(&e.body[..]);
+            }
+            let result =
+                tokio::time::timeout(REQUEST_TIMEOUT, invocation.invoke_async::<Value>(&mut c)).await;
+            let answer = match result {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "broker refused a publish");
+                    Err(Unavailable)
+                }
+                Err(_) => Err(Unavailable),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// One channel message: deliver, drop, hold, or fill first.
+    fn live(
+        &mut self,
+        cmd: &MultiplexedConnection,
+        channel: &str,
+        payload: &[u8],
+        arrivals: &mut Vec<Arrived>,
+    ) {
+        let Some(topic) = self.names.topic_of(channel) else {
+            return;
+        };
+        let Some((position, body)) = script::parse_message(payload) else {
+            tracing::debug!(topic, "broker message not understood: dropped");
+            return;
+        };
+        let Some(t) = self.tracks.get_mut(topic) else {
+            return;
+        };
+        let live = Live {
+            position,
+            body: body.to_vec(),
+        };
+        match t.on_live(live.position.as_ref()) {
+            Step::Deliver => arrivals.extend(arrived(topic, live.position, &live.body)),
+            Step::Drop => {}
+            Step::Hold => t.hold(live),
+            Step::Fill { after } => {
+                t.hold(live);
+                let size = self.size;
+                self.fill(cmd, topic, after, size);
+            }
+        }
+    }
+
+    /// Merges a read: older events into the history, newer ones delivered,
+    /// then what was held meanwhile; answers the joins waiting for it.
+    async fn merge(&mut self, cmd: &MultiplexedConnection, filled: Filled) {
+        let topic = filled.topic;
+        let Some(t) = self.tracks.get_mut(&topic) else {
+            return;
+        };
+        let Some(read) = filled.read else {
+            // Redis is going away (the session ends) or misbehaved: the
+            // held events pass on (a gap is read again).
+            t.filling = false;
+            let held = t.merge(Read::default()).1;
+            let mut arrivals = Vec::new();
+            for live in held {
+                self.replay(cmd, &topic, live, &mut arrivals);
+            }
+            self.answer_waiters(&topic);
+            self.deliver(arrivals).await;
+            return;
+        };
+        let (merged, held) = t.merge(read);
+        let top = t.top;
+        if let Some(epoch) = merged.epoch {
+            let now = Instant::now();
+            let frames = merged
+                .remember
+                .into_iter()
+                .filter_map(|(offset, body)| {
+                    let p = Position { offset, epoch };
+                    let a = arrived(&topic, Some(p.clone()), &body)?;
+                    match a.draft.content {
+                        crate::fanout::broadcast::Content::Envelope(e) => Some((offset, e.frame(Some(&p)))),
+                        crate::fanout::broadcast::Content::Frame(f) => Some((offset, f)),
+                    }
+                })
+                .collect();
+            self.broadcaster
+                .sequencer()
+                .streams()
+                .remember(&topic, epoch, top, now, frames);
+        }
+        let mut arrivals: Vec<Arrived> = merged
+            .deliver
+            .into_iter()
+            .filter_map(|(offset, body)| {
+                let p = merged.epoch.map(|epoch| Position { offset, epoch });
+                arrived(&topic, p, &body)
+            })
+            .collect();
+        for live in held {
+            self.replay(cmd, &topic, live, &mut arrivals);
+        }
+        let again = self
+            .tracks
+            .get_mut(&topic)
+            .and_then(|t| if t.filling { None } else { t.wanted.take() });
+        match again {
+            Some(after) => self.start_read(cmd, &topic, Some(after)),
+            None => {
+                if self.tracks.get(&topic).is_some_and(|t| !t.filling) {
+                    self.answer_waiters(&topic);
+                }
+            }
+        }
+        self.deliver(arrivals).await;
+    }
+
+    /// A held event passes through the track again.
+    fn replay(&mut self, cmd: &MultiplexedConnection, topic: &str, live: Live, arrivals: &mut Vec<Arrived>) {
+        let Some(t) = self.tracks.get_mut(topic) else {
+            return;
+        };
+        match t.on_live(live.position.as_ref()) {
+            Step::Deliver => arrivals.extend(arrived(topic, live.position, &live.body)),
+            Step::Drop => {}
+            Step::Hold => t.hold(live),
+            Step::Fill { after } => {
+                t.hold(live);
+                let size = self.size;
+                self.fill(cmd, topic, after, size);
+            }
+        }
+    }
+
+    async fn deliver(&self, arrivals: Vec<Arrived>) {
+        if !arrivals.is_empty() {
+            self.broadcaster.deliver(arrivals, Instant::now()).await;
+        }
+    }
+
+    fn answer_waiters(&mut self, topic: &str) {
+        if let Some(t) = self.tracks.get_mut(topic) {
+            for w in t.waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Unfollows the topics no shard has wanted for `IDLE_GRACE`.
+    async fn unfollow_idle(&mut self, sink: &mut PubSubSink) -> redis::RedisResult<()> {
+        let idle: Vec<Box<str>> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| {
+                t.shards == 0
+                    && !t.filling
+                    && t.waiters.is_empty()
+                    && t.idle_since.is_some_and(|i| i.elapsed() >= IDLE_GRACE)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for chunk in idle.chunks(CHANNELS_PER_CALL) {
+            let channels: Vec<String> = chunk.iter().map(|t| self.names.channel(t)).collect();
+            sink.unsubscribe(&channels).await?;
+            let mut streams = self.broadcaster.sequencer().streams();
+            for topic in chunk {
+                self.tracks.remove(topic);
+                self.remote.set_followed(topic, false);
+                streams.forget(topic);
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: every topic is read again on the next one.
+    fn lost(&mut self) {
+        let topics: Vec<Box<str>> = self.tracks.keys().cloned().collect();
+        for topic in topics {
+            if let Some(t) = self.tracks.get_mut(&topic) {
+                t.subscribed = false;
+                t.wanted = None;
+                // Held events are read back from the stream on reconnect.
+                let _ = t.merge(Read::default());
+            }
+            self.answer_waiters(&topic);
+        }
+    }
+
+    /// A command while Redis is unreachable.
+    fn while_down(&mut self, c: Command) {
+        match c {
+            Command::Publish { reply, .. } => {
+                let _ = reply.send(Err(Unavailable));
+            }
+            Command::Warm { reply, topics } => {
+                for _ in topics {
+                    let _ = reply.send(());
+                }
+            }
+            Command::Interest { topic, up } => {
+                let keep = self.keeps(&topic);
+                let now = Instant::now();
+                let t = self.tracks.entry(topic).or_insert_with(|| Track::new(keep, now));
+                if up {
+                    t.shards += 1;
+                    t.idle_since = None;
+                } else {
+                    t.shards = t.shards.saturating_sub(1);
+                    if t.shards == 0 {
+                        t.idle_since = Some(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn keeps(&self, topic: &str) -> bool {
+        self.broadcaster.sequencer().streams().keeps(topic)
+    }
+}
+
+/// An event that came from Redis, ready for `Broadcaster::deliver`.
+fn arrived(topic: &str, position: Option<Position>, body: &[u8]) -> Option<Arrived> {
+    let Some((content, device)) = broadcast::decode(body) else {
+        tracing::debug!(topic, "broker event not understood: dropped");
+        return None;
+    };
+    Some(Arrived {
+        draft: Draft {
+            topic: topic.into(),
+            content,
+            device,
+        },
+        position,
+    })
+}
