@@ -86,7 +86,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let (broadcaster, mut event_rxs) =
         Broadcaster::new(sequencer, remote.clone(), config.shards, BROADCAST_CAPACITY);
     if let (Some(url), Some(remote), Some(commands)) = (&config.broker, remote, commands) {
-        broker::start(&config, url, broadcaster.clone(), remote, commands).map_err(ServerError::Config)?;
+        broker::start(&config, url, broadcaster.clone(), remote, commands, board.clone())
+            .map_err(ServerError::Config)?;
         tracing::info!(prefix = %config.broker_prefix, "publishing through the Redis broker");
     }
     let config = Arc::new(config);

@@ -255,6 +255,10 @@ impl Shard {
         let warm = self.to_warm(topics, since);
         if let (Some(remote), false) = (self.broadcaster.remote(), warm.is_empty()) {
             remote.warm(warm).await;
+            // What the broker handed the shards for it (a gap filled, the
+            // devices' last statuses) is here before the join.
+            let sealed = self.broadcaster.sequencer().streams().last_seq();
+            self.delivered_up_to(sealed).await;
         }
         if !since.is_empty() {
             self.catch_up(since).await;
@@ -270,7 +274,11 @@ impl Shard {
     /// its `since` positions (it may have seen them first on another
     /// shard): joining before that would deliver them to it twice.
     pub async fn catch_up(&self, since: &Since) {
-        let needed = self.needed_for(since);
+        self.delivered_up_to(self.needed_for(since)).await
+    }
+
+    /// Waits until this shard has delivered every batch up to `needed`.
+    async fn delivered_up_to(&self, needed: u64) {
         std::future::poll_fn(|cx| {
             if self.delivered() >= needed {
                 return Poll::Ready(());

@@ -170,6 +170,16 @@ fn a_client_whose_node_dies_recovers_on_another_node_from_redis() {
     pb.publish("user:carol", "tick", r#"{"n":50}"#);
     let live = wait_ticks(&mut again, 21);
     assert_contiguous(&live, last + 1);
+    // The history API of a node with no subscriber of the topic reads Redis.
+    let c_node = node(&redis);
+    let request = format!(
+        "GET /api/v1/history?topic=user:carol&since={last} HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = split_response(&c_node.raw(request.as_bytes()));
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v.get_str("epoch"), Some(epoch.as_str()), "{body}");
+    assert_eq!(v["events"].as_array().map(|e| e.len()), Some(21), "{body}");
 }
 
 #[test]
@@ -288,4 +298,79 @@ fn a_broker_url_with_a_password_is_never_logged() {
     ]);
     let out = bad.err().expect("rediss:// is refused");
     assert!(out.contains("rediss://") && !out.contains("pw@"), "{out}");
+}
+
+fn monitor(server: &Server, path: &str, devices: &[&str]) -> Sub {
+    let t = token_with_devices("ops", &[], devices);
+    Sub::connect(server, &format!("{path}?token={t}"), None)
+}
+
+#[test]
+fn a_device_on_one_node_is_seen_by_monitors_on_the_others() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let mut all_b = monitor(&b, "/ws/devices/all", &["*"]);
+    // The monitor's first follow of `devices` on B is done once it is connected:
+    // a device connecting to A now reaches it.
+    let stats = poll_until(std::time::Instant::now() + DEADLINE, || {
+        let (_, body) = b.get("/ws/stats");
+        body.contains(r#""connections":1"#).then_some(body)
+    });
+    assert!(stats.is_some(), "B counts its monitor");
+    let mut device = Sub::connect(
+        &a,
+        &format!("/ws/pico?token={}", token("pico-1", &["pico"])),
+        None,
+    );
+    assert!(
+        all_b.wait(|s| !s.messages.is_empty()),
+        "online reaches B's monitor"
+    );
+    assert_eq!(
+        status_of(&all_b.messages[0]),
+        Some("online"),
+        "{}",
+        all_b.messages[0]
+    );
+    device.say(r#"{"type":"status","status":"success","mac_address":"aa:bb"}"#);
+    device.expect("status_ack");
+    assert!(all_b.wait(|s| s.messages.len() == 2));
+    assert_eq!(status_of(&all_b.messages[1]), Some("success"));
+    // Monitors that arrive later, on nodes that never followed the device,
+    // get its last known status first (from Redis).
+    let mut one_b = monitor(&b, "/ws/devices/pico-1", &["pico-1"]);
+    assert!(one_b.wait(|s| !s.messages.is_empty()));
+    assert_eq!(
+        status_of(&one_b.messages[0]),
+        Some("success"),
+        "{}",
+        one_b.messages[0]
+    );
+    let mut all_c = monitor(&c, "/ws/devices/all", &["*"]);
+    assert!(all_c.wait(|s| !s.messages.is_empty()));
+    assert_eq!(
+        status_of(&all_c.messages[0]),
+        Some("success"),
+        "{}",
+        all_c.messages[0]
+    );
+    drop(device);
+    for m in [&mut all_b, &mut all_c] {
+        assert!(m.wait(|s| s.messages.iter().any(|x| status_of(x) == Some("offline"))));
+    }
+    // /ws/stats names every node with its connections.
+    let cluster = poll_until(std::time::Instant::now() + DEADLINE, || {
+        let (_, body) = a.get("/ws/stats");
+        let v = json(&body);
+        let nodes = v["cluster"]["nodes"].as_array()?;
+        (nodes.len() == 3
+            && nodes
+                .iter()
+                .map(|n| n.get_u64("connections").unwrap_or(0))
+                .sum::<u64>()
+                == 3)
+            .then_some(body)
+    })
+    .expect("every node and its connections in /ws/stats");
+    assert!(cluster.contains(r#""node":""#), "{cluster}");
 }

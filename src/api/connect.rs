@@ -29,8 +29,6 @@ pub struct Upgrade {
     role: Role,
     client_type: Option<u16>,
     pub topics: Vec<String>,
-    /// Sent first: a monitor's last known statuses.
-    pub first: Vec<Arc<[u8]>>,
     /// What a client's `connected` event says (built when it joins).
     greeting: Option<Greeting>,
     /// The positions a reconnecting client last saw (`?since=`).
@@ -51,6 +49,20 @@ struct Greeting {
 }
 
 impl Upgrade {
+    /// Sent first (read when the connection joins, after the broker
+    /// brought the statuses other nodes saw): a monitor's last known
+    /// statuses of the devices it watches.
+    pub fn first_frames(&self, shard: &Shard) -> Vec<Arc<[u8]>> {
+        if self.role != Role::Monitor {
+            return Vec::new();
+        }
+        let devices = shard.devices.borrow();
+        match self.topics.first().and_then(|t| t.strip_prefix("device:")) {
+            Some(id) => devices.get(id).cloned().into_iter().collect(),
+            None => devices.frames().cloned().collect(),
+        }
+    }
+
     /// The `connected` event of a client that joined as `joined` says:
     /// its positions, and what recovery did for its `since`.
     pub fn connected(&self, joined: &Joined) -> Option<Arc<[u8]>> {
@@ -93,7 +105,6 @@ pub fn accept(
                 role: Role::Echo,
                 client_type: None,
                 topics: Vec::new(),
-                first: Vec::new(),
                 greeting: None,
                 since: Vec::new(),
                 device: None,
@@ -116,7 +127,6 @@ pub fn accept(
                     format!("type:{name}"),
                     format!("user:{}", claims.sub),
                 ],
-                first: Vec::new(),
                 greeting: Some(greeting(shard, Some(name), &claims.sub)),
                 since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: is_device.then(|| claims.sub.clone()),
@@ -133,7 +143,6 @@ pub fn accept(
                 role: Role::Client,
                 client_type: None,
                 topics: vec![format!("user:{}", claims.sub), "all".into()],
-                first: Vec::new(),
                 greeting: Some(greeting(shard, None, &claims.sub)),
                 since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: None,
@@ -146,15 +155,9 @@ pub fn accept(
             }
             let claims = client_claims(shard, request)?;
             let allowed = |id: &str| claims.devices.iter().any(|d| d == "*" || d == id);
-            let (topic, first) = match &device {
-                None if allowed("*") => (
-                    "devices".to_string(),
-                    shard.devices.borrow().frames().cloned().collect(),
-                ),
-                Some(id) if allowed(id) => {
-                    let last = shard.devices.borrow().get(id.as_str()).cloned();
-                    (format!("device:{id}"), last.into_iter().collect())
-                }
+            let topic = match &device {
+                None if allowed("*") => "devices".to_string(),
+                Some(id) if allowed(id) => format!("device:{id}"),
                 None => return Err(AuthError::Forbidden("watching all devices".into()).into()),
                 Some(id) => return Err(AuthError::Forbidden(format!("watching device '{id}'")).into()),
             };
@@ -163,7 +166,6 @@ pub fn accept(
                 role: Role::Monitor,
                 client_type: None,
                 topics: vec![topic],
-                first,
                 greeting: None,
                 since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: None,

@@ -14,7 +14,7 @@ use crate::shard::Shard;
 pub const MAX_LIMIT: usize = 1000;
 
 /// The answer to a history request.
-pub fn answer(shard: &Shard, request: &Request, keep_alive: bool) -> Vec<u8> {
+pub async fn answer(shard: &Shard, request: &Request, keep_alive: bool) -> Vec<u8> {
     if !verify::has_api_key(request, &shard.config.api_key) {
         let error = AuthError::BadApiKey;
         let (status, code) = error.status();
@@ -26,6 +26,16 @@ pub fn answer(shard: &Shard, request: &Request, keep_alive: bool) -> Vec<u8> {
             keep_alive,
             &[("WWW-Authenticate", "Bearer")],
         );
+    }
+    if let Some(remote) = shard.broadcaster.remote() {
+        // Through a broker the stream lives in Redis: bring what this node
+        // lacks of it first (after `since`).
+        if let Some(Ok(Ok(topic))) =
+            query::param(request.query.as_deref(), "topic").map(|t| t.map(|t| Topic::parse(&t)))
+        {
+            let since = number(request, "since", 0).unwrap_or(0);
+            remote.warm(vec![(topic.key(), Some(since))]).await;
+        }
     }
     match read(shard, request) {
         Ok(body) => http::json_response(200, &body, keep_alive, &[]),

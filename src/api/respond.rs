@@ -96,7 +96,7 @@ pub async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port)
                 Err(refusal) => (refusal, Next::Close),
             }
         }
-        Endpoint::History => (history::answer(shard, &request, keep_alive), after()),
+        Endpoint::History => (history::answer(shard, &request, keep_alive).await, after()),
         Endpoint::DeviceStatus { device_id } => (
             publish::device_status(shard, &mut request, &device_id, keep_alive).await,
             after(),

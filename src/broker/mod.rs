@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::fanout::broadcast::Broadcaster;
 use crate::fanout::remote::{Command, Remote};
+use crate::ops::stats::Board;
 
 /// Starts the broker thread for `url`: it connects (and reconnects) on its
 /// own, so the node starts degraded when Redis is not there yet. `Err`
@@ -22,6 +23,7 @@ pub fn start(
     broadcaster: Broadcaster,
     remote: Arc<Remote>,
     commands: flume::Receiver<Command>,
+    board: Arc<Board>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let client = ::redis::Client::open(url).map_err(|e| format!("invalid broker URL: {}", e.category()))?;
     let setup = redis::Setup {
@@ -32,6 +34,7 @@ pub fn start(
         commands,
         size: config.history.size,
         ttl: config.history.ttl,
+        board,
     };
     std::thread::Builder::new()
         .name("broker".into())

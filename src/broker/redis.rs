@@ -18,6 +18,7 @@ use crate::broker::track::{Live, Read, Step, Track};
 use crate::fanout::broadcast::{self, Arrived, Broadcaster, Draft};
 use crate::fanout::envelope::{Epoch, Position};
 use crate::fanout::remote::{Command, Outgoing, Remote, Unavailable};
+use crate::ops::stats::{Board, Cluster, NodeSeen};
 
 /// How long one Redis request may take before the publish is refused.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,6 +33,8 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// Channel messages handled (and delivered as one batch) per round.
 const MAX_ROUND: usize = 1024;
+/// A node that has not reported for this long is gone from the cluster.
+const NODE_TTL: Duration = Duration::from_secs(5);
 /// Channels per SUBSCRIBE / UNSUBSCRIBE.
 const CHANNELS_PER_CALL: usize = 1000;
 
@@ -45,12 +48,16 @@ pub struct Setup {
     /// `history_size` and `history_ttl`.
     pub size: usize,
     pub ttl: Duration,
+    /// This node's counters (reported to the cluster) and the cluster (read back).
+    pub board: Arc<Board>,
 }
 
-/// A read of a topic's stream came back.
+/// A read of a topic's stream, or of device statuses, came back.
 struct Filled {
     topic: Box<str>,
     read: Option<Read>,
+    /// Last known statuses (bodies) for a device topic's first follow.
+    statuses: Option<Vec<Vec<u8>>>,
 }
 
 struct Broker {
@@ -64,6 +71,7 @@ struct Broker {
     publish: Arc<Script>,
     read: Arc<Script>,
     filled_tx: flume::Sender<Filled>,
+    board: Arc<Board>,
 }
 
 /// Why a session with Redis ended.
@@ -97,6 +105,7 @@ pub async fn run(setup: Setup) {
         publish: Arc::new(Script::new(script::PUBLISH)),
         read: Arc::new(Script::new(script::READ)),
         filled_tx,
+        board: setup.board,
     };
     let commands = setup.commands;
     let mut backoff = BACKOFF_MIN;
@@ -233,6 +242,7 @@ impl Broker {
                     tokio::spawn(async move {
                         let _: redis::RedisResult<Value> = redis::cmd("PUBLISH").arg(channel).arg(1).query_async(&mut c).await;
                     });
+                    self.report(&cmd);
                     if let Err(e) = self.unfollow_idle(&mut sink).await {
                         return Lost::Error(e);
                     }
@@ -314,12 +324,91 @@ impl Broker {
                     t.waiters.push(reply);
                     self.start_read(cmd, &topic, after);
                 }
+                Some(t) if is_device_topic(&topic) && new.contains(&topic) => {
+                    // A first monitor here: the statuses devices on other
+                    // nodes reported before it.
+                    t.waiters.push(reply);
+                    t.filling = true;
+                    self.statuses(cmd, &topic);
+                }
                 _ => {
                     let _ = reply.send(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// Reads the last known statuses for device topic `topic` (`devices`:
+    /// all of them; `device:<id>`: that one); they come back as a `Filled`.
+    fn statuses(&self, cmd: &MultiplexedConnection, topic: &str) {
+        let mut c = cmd.clone();
+        let hash = self.names.devices();
+        let tx = self.filled_tx.clone();
+        let topic: Box<str> = topic.into();
+        tokio::spawn(async move {
+            let query = match topic.strip_prefix("device:") {
+                Some(id) => redis::cmd("HMGET").arg(hash).arg(id).clone(),
+                None => redis::cmd("HVALS").arg(hash).clone(),
+            };
+            let got =
+                tokio::time::timeout(REQUEST_TIMEOUT, query.query_async::<Vec<Option<Vec<u8>>>>(&mut c))
+                    .await;
+            let statuses = match got {
+                Ok(Ok(v)) => v.into_iter().flatten().collect(),
+                _ => Vec::new(),
+            };
+            let _ = tx.send(Filled {
+                topic,
+                read: None,
+                statuses: Some(statuses),
+            });
+        });
+    }
+
+    /// Reports this node (connections, now) and reads every node's report,
+    /// dropping those silent for `NODE_TTL`.
+    fn report(&self, cmd: &MultiplexedConnection) {
+        let mut c = cmd.clone();
+        let hash = self.names.nodes();
+        let node = self.node.clone();
+        let board = self.board.clone();
+        tokio::spawn(async move {
+            let now = unix_ms();
+            let mine = format!("{}:{now}", board.total());
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(&hash).arg(&node).arg(mine).ignore();
+            pipe.cmd("HGETALL").arg(&hash);
+            let Ok(Ok((all,))) = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                pipe.query_async::<(HashMap<String, String>,)>(&mut c),
+            )
+            .await
+            else {
+                return;
+            };
+            let mut nodes = Vec::new();
+            let mut stale = Vec::new();
+            for (id, report) in all {
+                let (conns, at) = report.split_once(':').unwrap_or(("0", "0"));
+                let ago = now.saturating_sub(at.parse().unwrap_or(0));
+                if ago > NODE_TTL.as_millis() as u64 {
+                    stale.push(id);
+                } else {
+                    nodes.push(NodeSeen {
+                        id,
+                        connections: conns.parse().unwrap_or(0),
+                        last_seen_ms: ago,
+                    });
+                }
+            }
+            nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            board.set_cluster(Cluster { node, nodes });
+            if !stale.is_empty() {
+                let _: redis::RedisResult<Value> =
+                    redis::cmd("HDEL").arg(&hash).arg(stale).query_async(&mut c).await;
+            }
+        });
     }
 
     /// Reads `topic`'s stream (after `after`; `None`: only where it
@@ -369,7 +458,11 @@ impl Broker {
                 Ok(Ok(v)) => script::parse_read(v),
                 _ => None,
             };
-            let _ = tx.send(Filled { topic, read });
+            let _ = tx.send(Filled {
+                topic,
+                read,
+                statuses: None,
+            });
         });
     }
 
@@ -390,6 +483,7 @@ impl Broker {
             for e in &events {
                 invocation.key(names.stream(&e.topic)).key(names.meta(&e.topic));
             }
+            invocation.key(names.devices());
             invocation
                 .arg(size)
                 .arg(ttl)
@@ -399,7 +493,8 @@ impl Broker {
                 invocation
                     .arg(names.channel(&e.topic))
                     .arg(if e.keep { "1" } else { "0" })
-                    .arg(&e.body[..]);
+                    .arg(&e.body[..])
+                    .arg(e.device.as_deref().unwrap_or(""));
             }
             let result =
                 tokio::time::timeout(REQUEST_TIMEOUT, invocation.invoke_async::<Value>(&mut c)).await;
@@ -456,6 +551,23 @@ impl Broker {
         let Some(t) = self.tracks.get_mut(&topic) else {
             return;
         };
+        if let Some(statuses) = filled.statuses {
+            t.filling = false;
+            // Recorded by every shard's dispatcher as the devices' last
+            // known statuses; delivered to nobody (no topic has no name).
+            let held = t.merge(Read::default()).1;
+            let mut arrivals: Vec<Arrived> = statuses
+                .iter()
+                .filter_map(|body| arrived("", None, body))
+                .filter(|a| a.draft.device.is_some())
+                .collect();
+            for live in held {
+                self.replay(cmd, &topic, live, &mut arrivals);
+            }
+            self.deliver(arrivals).await;
+            self.answer_waiters(&topic);
+            return;
+        }
         let Some(read) = filled.read else {
             // Redis is going away (the session ends) or misbehaved: the
             // held events pass on (a gap is read again).
@@ -618,6 +730,17 @@ impl Broker {
     fn keeps(&self, topic: &str) -> bool {
         self.broadcaster.sequencer().streams().keeps(topic)
     }
+}
+
+/// Monitors' topics: their first follow reads the devices' last statuses.
+fn is_device_topic(topic: &str) -> bool {
+    topic == "devices" || topic.starts_with("device:")
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An event that came from Redis, ready for `Broadcaster::deliver`.

@@ -11,6 +11,8 @@
 //! on counting in the same epoch after the entries expired). Every topic
 //! has the channel `<prefix>c:<topic>`; a message is
 //! `<offset>:<epoch>:<body>` (`0::<body>` for a topic without a stream).
+//! `<prefix>devices` holds each device's last status, `<prefix>nodes`
+//! each node's last report.
 
 use redis::Value;
 
@@ -20,14 +22,20 @@ use crate::fanout::envelope::{Epoch, Position};
 /// How long a topic's meta hash outlives its last publish, at least.
 pub const META_TTL_SECS: u64 = 24 * 3600;
 
-/// KEYS: stream, meta per event. ARGV: size, ttl, meta ttl, fresh epoch,
-/// then channel, keep (1/0), body per event. Returns the offsets.
+/// KEYS: stream, meta per event, then the device hash. ARGV: size, ttl,
+/// meta ttl, fresh epoch, then channel, keep (1/0), body, device (may be
+/// empty) per event. A device's status is also its last known one in the
+/// device hash. Returns the offsets.
 pub const PUBLISH: &str = r#"
 local size, ttl, meta_ttl, fresh = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local devices = KEYS[#KEYS]
 local out = {}
-for i = 0, #KEYS / 2 - 1 do
+for i = 0, (#KEYS - 1) / 2 - 1 do
   local stream, meta = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local channel, keep, body = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  local channel, keep, body, device = ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i]
+  if device ~= '' then
+    redis.call('hset', devices, device, body)
+  end
   if keep == '1' then
     local epoch = redis.call('hget', meta, 'e')
     if not epoch then
@@ -96,6 +104,16 @@ impl Names {
 
     pub fn meta(&self, topic: &str) -> String {
         format!("{}m:{topic}", self.prefix)
+    }
+
+    /// The hash of every device's last known status (body by device id).
+    pub fn devices(&self) -> String {
+        format!("{}devices", self.prefix)
+    }
+
+    /// The hash of every node's last report (`<connections>:<unix ms>` by node id).
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
     }
 
     /// The channel a node sends its liveness probes through.

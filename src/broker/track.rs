@@ -88,12 +88,12 @@ impl Track {
 
     /// What to do with an event that arrived live.
     pub fn on_live(&mut self, position: Option<&Position>) -> Step {
-        let Some(p) = position else {
-            return Step::Deliver;
-        };
         if self.filling {
             return Step::Hold;
         }
+        let Some(p) = position else {
+            return Step::Deliver;
+        };
         match self.epoch {
             Some(e) if e == p.epoch => {
                 if p.offset <= self.top {

@@ -121,6 +121,7 @@ impl Broadcaster {
                         keep: matches!(d.content, Content::Envelope(_)) && streams.keeps(&d.topic),
                         body: encode(&d),
                         topic: d.topic,
+                        device: d.device,
                     })
                     .collect()
             };

@@ -279,6 +279,11 @@ impl Streams {
         self.limits.size > 0 && self.limits.kinds.keeps(topic)
     }
 
+    /// The sequence number of the last batch sealed.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     /// The sequence number of the next batch.
     pub fn next_seq(&mut self) -> u64 {
         let seq = self.next_seq;

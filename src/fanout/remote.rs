@@ -18,6 +18,8 @@ pub struct Outgoing {
     /// Whether the topic keeps a stream (offset, epoch, history).
     pub keep: bool,
     pub body: Vec<u8>,
+    /// Set on a device status: it becomes the device's last known one.
+    pub device: Option<Arc<str>>,
 }
 
 /// What the shards ask of the broker thread.

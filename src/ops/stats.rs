@@ -177,6 +177,25 @@ pub struct Board {
     /// Topic histories: bytes held, streams, streams evicted (set by the
     /// history sweep every tick).
     history: [AtomicU64; 3],
+    /// With a broker: this node's id and every live node of the cluster
+    /// (set by the broker thread each tick).
+    cluster: std::sync::Mutex<Option<Cluster>>,
+}
+
+/// The cluster as the broker last read it.
+#[derive(Serialize, Clone)]
+pub struct Cluster {
+    pub node: String,
+    pub nodes: Vec<NodeSeen>,
+}
+
+/// One node of the cluster: its id, its connections, and how long ago it
+/// last reported (milliseconds).
+#[derive(Serialize, Clone)]
+pub struct NodeSeen {
+    pub id: String,
+    pub connections: u64,
+    pub last_seen_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -195,6 +214,8 @@ struct Stats<'a> {
     by_type: BTreeMap<&'a str, u64>,
     rooms: u64,
     shards: Vec<ShardStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<Cluster>,
 }
 
 #[derive(Serialize)]
@@ -242,7 +263,13 @@ impl Board {
             client_types,
             started: Instant::now(),
             history: Default::default(),
+            cluster: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records the cluster as the broker read it.
+    pub fn set_cluster(&self, cluster: Cluster) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster);
     }
 
     /// Records the topic histories' usage: bytes, streams, evictions so far.
@@ -367,6 +394,7 @@ impl Board {
                     rooms: s.rooms.load(Relaxed),
                 })
                 .collect(),
+            cluster: self.cluster.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         };
         simd_json::to_string(&stats).unwrap_or_default()
     }

@@ -183,7 +183,7 @@ fn start_connection(
     if let Some(connected) = up.connected(&joined) {
         conn.send(Chunk::Shared(connected));
     }
-    for frame in up.first.into_iter().chain(joined.frames) {
+    for frame in up.first_frames(&shard).into_iter().chain(joined.frames) {
         conn.send(Chunk::Shared(frame));
     }
     if let Some(device) = conn.device() {
