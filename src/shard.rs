@@ -165,6 +165,9 @@ impl Shard {
     /// close), the one place both are built; the device keeps the identity
     /// (MAC, serial) it last reported.
     pub fn announce_presence(&self, device: &str, status: &str) {
+        if let Some(remote) = self.broadcaster.remote() {
+            remote.presence(device, status == "online");
+        }
         let now = crate::time::now_rfc3339();
         let bare =
             crate::fanout::devices::presence(status, self.devices.borrow().get(device).map(|f| &f[..]));

@@ -374,3 +374,52 @@ fn a_device_on_one_node_is_seen_by_monitors_on_the_others() {
     .expect("every node and its connections in /ws/stats");
     assert!(cluster.contains(r#""node":""#), "{cluster}");
 }
+
+#[test]
+fn the_devices_of_a_node_that_dies_turn_offline_once() {
+    let redis = Redis::start();
+    let mut a = node(&redis);
+    let (b, c) = (node(&redis), node(&redis));
+    let mut on_b = monitor(&b, "/ws/devices/all", &["*"]);
+    let mut on_c = monitor(&c, "/ws/devices/all", &["*"]);
+    let mut device = Sub::connect(
+        &a,
+        &format!("/ws/pico?token={}", token("pico-7", &["pico"])),
+        None,
+    );
+    device.say(r#"{"type":"status","status":"success","mac_address":"aa:07"}"#);
+    device.expect("status_ack");
+    for m in [&mut on_b, &mut on_c] {
+        assert!(m.wait(|s| s.messages.iter().any(|x| status_of(x) == Some("success"))));
+    }
+    // kill -9: node A cannot say offline itself; a survivor does, after
+    // A's report expires (5 s), once for the whole cluster.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    for m in [&mut on_b, &mut on_c] {
+        assert!(
+            m.wait(|s| s.messages.iter().any(|x| status_of(x) == Some("offline"))),
+            "offline after node A died: {:?}",
+            m.messages
+        );
+        let last = m.messages.last().unwrap();
+        assert!(
+            last.contains(r#""mac_address":"aa:07""#),
+            "keeps its identity: {last}"
+        );
+    }
+    // Once: a later status (of another device, same topic, so it arrives
+    // after anything published before it) finds one offline on each monitor.
+    let (status, body) = Publisher::new(&b).post("/api/v1/devices/marker/status", r#"{"status":"success"}"#);
+    assert_eq!(status, 202, "{body}");
+    for m in [&mut on_b, &mut on_c] {
+        assert!(m.wait(|s| s.messages.iter().any(|x| x.contains(r#""device_id":"marker""#))));
+        let offline = m
+            .messages
+            .iter()
+            .filter(|x| status_of(x) == Some("offline"))
+            .count();
+        assert_eq!(offline, 1, "{:?}", m.messages);
+    }
+    drop(device);
+}

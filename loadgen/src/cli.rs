@@ -93,7 +93,9 @@ pub struct Args {
     /// /ws/devices/all).
     #[arg(long, default_value_t = 0.5)]
     pub single_share: f64,
-    /// Server to test, e.g. http://127.0.0.1:8080 (or use --spawn).
+    /// Server to test, e.g. http://127.0.0.1:8080 (or use --spawn); several
+    /// nodes of one cluster comma-separated: clients and sequential
+    /// publishers are spread over them round robin.
     #[arg(long)]
     pub target: Option<String>,
     /// Where product-approved publishes, when not the --target itself
@@ -113,13 +115,19 @@ pub struct Args {
     /// Shards for --spawn.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// For --spawn: nodes to start (give them a shared broker with
+    /// `--server-arg=--broker=redis://…`); clients and publishers are
+    /// spread over them as over a --target list.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     /// For --spawn: pin the server's shards to CPUs (off by default: the
     /// loadgen shares the machine's cores with the server).
     #[arg(long)]
     pub pin: bool,
-    /// Server process id, to report its CPU per delivery and RSS.
+    /// Server process id, to report its CPU per delivery and RSS (repeat
+    /// it for every node of a cluster: they are summed).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Source addresses, round robin: `127.0.0.1-127.0.0.16`.
     #[arg(long, default_value = "127.0.0.2-127.0.0.9")]
     pub source_ips: String,
@@ -177,6 +185,22 @@ pub fn parse_rate(text: &str) -> Result<Option<f64>, String> {
             .map(Some)
             .ok_or_else(|| format!("--rate must be a positive number or 'max' (got '{text}')")),
     }
+}
+
+/// `--target`: `http://IP:PORT[,http://IP:PORT…]`.
+pub fn parse_targets(text: Option<&str>) -> Result<Vec<SocketAddr>, String> {
+    let text = text.ok_or("give --target http://HOST:PORT or --spawn")?;
+    text.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| parse_target(Some(t)))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| {
+            if v.is_empty() {
+                Err("--target: no address".into())
+            } else {
+                Ok(v)
+            }
+        })
 }
 
 /// `--target`/`--publish-target`: `http://IP:PORT`.

@@ -20,7 +20,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to publish.
 pub struct PublishPlan {
-    pub target: SocketAddr,
+    /// Nodes to publish to: sequential publisher `k` uses node `k % n`
+    /// (each keeps its own order); pipelined uses the first.
+    pub targets: Vec<SocketAddr>,
     pub api_key: String,
     pub topic: String,
     pub events: u64,
@@ -69,7 +71,7 @@ fn request(plan: &PublishPlan, seq: u64, ts: u64) -> String {
     format!(
         "POST /api/v1/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        plan.target,
+        plan.targets[0],
         plan.api_key,
         body.len()
     )
@@ -84,7 +86,7 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
         let workers: Vec<_> = (0..n)
             .map(|k| {
                 scope.spawn(move || -> std::io::Result<(u64, Option<String>)> {
-                    let mut stream = TcpStream::connect(plan.target)?;
+                    let mut stream = TcpStream::connect(plan.targets[k as usize % plan.targets.len()])?;
                     stream.set_nodelay(true)?;
                     stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
                     stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
@@ -131,7 +133,7 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
 }
 
 fn pipelined(plan: &PublishPlan) -> std::io::Result<Published> {
-    let stream = TcpStream::connect(plan.target)?;
+    let stream = TcpStream::connect(plan.targets[0])?;
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
     // A server that stops answering must not stall the run.

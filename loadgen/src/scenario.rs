@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::cli::{parse_ips, parse_rate, parse_target, Args, Kind, DEV_API_KEY, DEV_JWT_SECRET};
+use crate::cli::{
+    parse_ips, parse_rate, parse_target, parse_targets, Args, Kind, DEV_API_KEY, DEV_JWT_SECRET,
+};
 use crate::client::Plan;
 use crate::fleet::Fleet;
 use crate::progress::Line;
@@ -51,7 +53,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     )?;
     let rate = parse_rate(&args.rate)?;
     let spawned = if args.spawn {
-        let s = server::spawn(&server::SpawnPlan {
+        let plan = server::SpawnPlan {
             bin: args.server_bin.as_deref(),
             jwt_secret: &args.jwt_secret,
             api_key: &args.api_key,
@@ -59,23 +61,29 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
             shards: args.shards,
             pin: args.pin,
             extra: &args.server_arg,
-        })?;
-        if args.conns + device_count as usize > limits::per_worker(nofile) {
+        };
+        let nodes = (0..args.nodes.max(1))
+            .map(|_| server::spawn(&plan))
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_node = (args.conns + device_count as usize).div_ceil(nodes.len());
+        if per_node > limits::per_worker(nofile) {
             eprintln!(
-                "loadgen: note: the spawned server holds at most about {} connections (its \
+                "loadgen: note: each spawned node holds at most about {} connections (its \
                  open-file limit is {nofile}); connections past that are refused",
                 limits::per_worker(nofile)
             );
         }
-        Some(s)
+        nodes
     } else {
-        None
+        Vec::new()
     };
-    let (target, server_pid) = match &spawned {
-        Some(s) => (s.addr, Some(s.pid())),
-        None => (parse_target(args.target.as_deref())?, args.server_pid),
+    let (targets, server_pids): (Vec<SocketAddr>, Vec<u32>) = if spawned.is_empty() {
+        (parse_targets(args.target.as_deref())?, args.server_pid.clone())
+    } else {
+        spawned.iter().map(|s| (s.addr, s.pid())).unzip()
     };
-    let plans = plans(kind, args, target, ips.clone(), device_count, nofile)?;
+    let target = targets[0];
+    let plans = plans(kind, args, &targets, ips.clone(), device_count, nofile)?;
     let conns = args.conns as u64;
     let mut fleet = Fleet::start(&plans)?;
     let mut line = Line::new(conns);
@@ -104,9 +112,9 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         let drop_deadline = (Instant::now() + Duration::from_secs(30 + conns / 1000)).min(hard_deadline);
         line.wait(&fleet, "dropping", drop_deadline, |v| v.connected == 0);
         line.finish();
-        let sender = start_publisher(args, target, rate)?;
+        let sender = start_publisher(args, &targets, rate)?;
         sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
-        cpu_before = server_pid.and_then(server::cpu_ticks);
+        cpu_before = server::cpu_ticks_of(&server_pids);
         fleet.tell("reconnect");
         let back_deadline = (Instant::now() + Duration::from_secs(60 + conns / 500)).min(hard_deadline);
         line.wait(&fleet, "reconnecting", back_deadline, |v| {
@@ -120,7 +128,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
             // The devices' `online` statuses carry no sequence numbers;
             // give them a moment to pass before timing starts.
             std::thread::sleep(Duration::from_millis(200));
-            cpu_before = server_pid.and_then(server::cpu_ticks);
+            cpu_before = server::cpu_ticks_of(&server_pids);
             let sender = std::thread::spawn(move || {
                 let s = devices::run(&mut device_streams, &plan);
                 (
@@ -135,8 +143,8 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         } else {
             std::thread::sleep(Duration::from_millis(200));
-            cpu_before = server_pid.and_then(server::cpu_ticks);
-            let sender = start_publisher(args, target, rate)?;
+            cpu_before = server::cpu_ticks_of(&server_pids);
+            let sender = start_publisher(args, &targets, rate)?;
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         }
         // Drain: wait until every connected connection has everything.
@@ -144,8 +152,8 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         line.wait(&fleet, "draining", drain_deadline, |v| v.finished >= v.connected);
         line.finish();
     }
-    let cpu_after = server_pid.and_then(server::cpu_ticks);
-    let rss = server_pid.and_then(server::rss_kib);
+    let cpu_after = server::cpu_ticks_of(&server_pids);
+    let rss = server::rss_kib_of(&server_pids);
     let results = fleet.stop(Instant::now() + Duration::from_secs(15))?;
     drop(spawned);
     let mut total = WorkerStats::new(args.events as usize);
@@ -176,15 +184,15 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
 /// Starts the HTTP publisher on its own thread.
 fn start_publisher(
     args: &Args,
-    target: SocketAddr,
+    targets: &[SocketAddr],
     rate: Option<f64>,
 ) -> Result<std::thread::JoinHandle<(SendOutcome, ())>, String> {
     let publish_to = match args.publish_target.as_deref() {
-        Some(text) => parse_target(Some(text))?,
-        None => target,
+        Some(text) => vec![parse_target(Some(text))?],
+        None => targets.to_vec(),
     };
     let plan = publisher::PublishPlan {
-        target: publish_to,
+        targets: publish_to,
         api_key: args.api_key.clone(),
         topic: args.topic.clone(),
         events: args.events,
@@ -230,12 +238,18 @@ fn finish_sending<T>(
 fn plans(
     kind: Kind,
     args: &Args,
-    target: SocketAddr,
+    targets: &[SocketAddr],
     source_ips: Vec<Ipv4Addr>,
     device_count: u64,
     nofile: u64,
 ) -> Result<Vec<Plan>, String> {
-    let workers = limits::workers_for(args.conns, args.workers, nofile).min(args.conns.max(1));
+    // A whole number of workers per node: worker `w` connects to node `w % n`.
+    let n = targets.len().max(1);
+    let workers = limits::workers_for(args.conns, args.workers, nofile)
+        .max(n)
+        .div_ceil(n)
+        .saturating_mul(n)
+        .min(args.conns.max(1));
     let (path, single_path, single_from, sources) = match kind {
         Kind::ProductApproved | Kind::ConnectStorm | Kind::ReconnectStorm => {
             let token = mint_token(&args.jwt_secret, "loadgen", &["user"], &[])?;
@@ -271,7 +285,7 @@ fn plans(
         .map(|w| {
             let count = args.conns / workers + usize::from(w < args.conns % workers);
             let plan = Plan {
-                target,
+                target: targets[w % n],
                 path: path.clone(),
                 single_path: single_path.clone(),
                 single_from,

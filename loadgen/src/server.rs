@@ -109,3 +109,13 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// CPU ticks of every process in `pids` together (`None` if any is unreadable or none given).
+pub fn cpu_ticks_of(pids: &[u32]) -> Option<u64> {
+    (!pids.is_empty()).then(|| pids.iter().map(|&p| cpu_ticks(p)).sum::<Option<u64>>())?
+}
+
+/// RSS of every process in `pids` together.
+pub fn rss_kib_of(pids: &[u32]) -> Option<u64> {
+    (!pids.is_empty()).then(|| pids.iter().map(|&p| rss_kib(p)).sum::<Option<u64>>())?
+}

@@ -15,7 +15,8 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 
 use crate::broker::script::{self, Names, META_TTL_SECS};
 use crate::broker::track::{Live, Read, Step, Track};
-use crate::fanout::broadcast::{self, Arrived, Broadcaster, Draft};
+use crate::fanout::broadcast::{self, Arrived, Broadcaster, Content, Draft};
+use crate::fanout::devices;
 use crate::fanout::envelope::{Epoch, Position};
 use crate::fanout::remote::{Command, Outgoing, Remote, Unavailable};
 use crate::ops::stats::{Board, Cluster, NodeSeen};
@@ -68,8 +69,9 @@ struct Broker {
     ttl_secs: u64,
     node: String,
     tracks: HashMap<Box<str>, Track>,
-    publish: Arc<Script>,
+    publisher: Publisher,
     read: Arc<Script>,
+    release: Arc<Script>,
     filled_tx: flume::Sender<Filled>,
     board: Arc<Board>,
 }
@@ -102,8 +104,14 @@ pub async fn run(setup: Setup) {
         ttl_secs: setup.ttl.as_secs().max(1),
         node: Epoch::random().as_str().to_string(),
         tracks: HashMap::new(),
-        publish: Arc::new(Script::new(script::PUBLISH)),
+        publisher: Publisher {
+            script: Arc::new(Script::new(script::PUBLISH)),
+            names: Names::new(&setup.prefix),
+            size: setup.size.max(1),
+            ttl_secs: setup.ttl.as_secs().max(1),
+        },
         read: Arc::new(Script::new(script::READ)),
+        release: Arc::new(Script::new(script::RELEASE)),
         filled_tx,
         board: setup.board,
     };
@@ -279,6 +287,7 @@ impl Broker {
         for c in batch {
             match c {
                 Command::Publish { events, reply } => self.publish(cmd, events, reply),
+                Command::Presence { device, online } => self.presence(cmd, &device, online),
                 Command::Interest { topic, up } => {
                     let keep = self.keeps(&topic);
                     let t = self.tracks.entry(topic.clone()).or_insert_with(|| {
@@ -366,6 +375,35 @@ impl Broker {
         });
     }
 
+    /// Records that `device` is on this node (or no longer).
+    fn presence(&self, cmd: &MultiplexedConnection, device: &str, online: bool) {
+        let mut c = cmd.clone();
+        let owners = self.names.owners();
+        let node = self.node.clone();
+        let device = device.to_string();
+        let release = self.release.clone();
+        tokio::spawn(async move {
+            let done: redis::RedisResult<Value> = if online {
+                redis::cmd("HSET")
+                    .arg(owners)
+                    .arg(device)
+                    .arg(node)
+                    .query_async(&mut c)
+                    .await
+            } else {
+                release
+                    .key(owners)
+                    .arg(device)
+                    .arg(node)
+                    .invoke_async(&mut c)
+                    .await
+            };
+            if let Err(error) = done {
+                tracing::debug!(%error, "device presence not recorded");
+            }
+        });
+    }
+
     /// Reports this node (connections, now) and reads every node's report,
     /// dropping those silent for `NODE_TTL`.
     fn report(&self, cmd: &MultiplexedConnection) {
@@ -373,6 +411,7 @@ impl Broker {
         let hash = self.names.nodes();
         let node = self.node.clone();
         let board = self.board.clone();
+        let publisher = self.publisher.clone();
         tokio::spawn(async move {
             let now = unix_ms();
             let mine = format!("{}:{now}", board.total());
@@ -404,9 +443,14 @@ impl Broker {
             }
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
             board.set_cluster(Cluster { node, nodes });
-            if !stale.is_empty() {
-                let _: redis::RedisResult<Value> =
-                    redis::cmd("HDEL").arg(&hash).arg(stale).query_async(&mut c).await;
+            for id in stale {
+                // Whoever removes a dead node says offline for its devices: once.
+                let removed: redis::RedisResult<u64> =
+                    redis::cmd("HDEL").arg(&hash).arg(&id).query_async(&mut c).await;
+                if removed == Ok(1) {
+                    tracing::warn!(node = %id, "a node stopped reporting: taking over its devices");
+                    take_over(&mut c, &publisher, &id).await;
+                }
             }
         });
     }
@@ -474,39 +518,9 @@ impl Broker {
         reply: flume::Sender<Result<(), Unavailable>>,
     ) {
         let mut c = cmd.clone();
-        let script = self.publish.clone();
-        let names = self.names.clone();
-        let (size, ttl) = (self.size, self.ttl_secs);
-        let meta_ttl = META_TTL_SECS.max(ttl);
+        let publisher = self.publisher.clone();
         tokio::spawn(async move {
-            let mut invocation = script.prepare_invoke();
-            for e in &events {
-                invocation.key(names.stream(&e.topic)).key(names.meta(&e.topic));
-            }
-            invocation.key(names.devices());
-            invocation
-                .arg(size)
-                .arg(ttl)
-                .arg(meta_ttl)
-                .arg(Epoch::random().as_str());
-            for e in &events {
-                invocation
-                    .arg(names.channel(&e.topic))
-                    .arg(if e.keep { "1" } else { "0" })
-                    .arg(&e.body[..])
-                    .arg(e.device.as_deref().unwrap_or(""));
-            }
-            let result =
-                tokio::time::timeout(REQUEST_TIMEOUT, invocation.invoke_async::<Value>(&mut c)).await;
-            let answer = match result {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "broker refused a publish");
-                    Err(Unavailable)
-                }
-                Err(_) => Err(Unavailable),
-            };
-            let _ = reply.send(answer);
+            let _ = reply.send(publisher.run(&mut c, &events).await);
         });
     }
 
@@ -710,6 +724,8 @@ impl Broker {
                     let _ = reply.send(());
                 }
             }
+            // Lost while down: a survivor may later say offline for it.
+            Command::Presence { .. } => {}
             Command::Interest { topic, up } => {
                 let keep = self.keeps(&topic);
                 let now = Instant::now();
@@ -729,6 +745,103 @@ impl Broker {
 
     fn keeps(&self, topic: &str) -> bool {
         self.broadcaster.sequencer().streams().keeps(topic)
+    }
+}
+
+/// Runs the publish script (shared by the broker and its spawned tasks).
+#[derive(Clone)]
+struct Publisher {
+    script: Arc<Script>,
+    names: Names,
+    size: usize,
+    ttl_secs: u64,
+}
+
+impl Publisher {
+    /// Publishes `events` in one script call; `Err` unless Redis took them.
+    async fn run(&self, c: &mut MultiplexedConnection, events: &[Outgoing]) -> Result<(), Unavailable> {
+        let names = &self.names;
+        let mut invocation = self.script.prepare_invoke();
+        for e in events {
+            invocation.key(names.stream(&e.topic)).key(names.meta(&e.topic));
+        }
+        invocation.key(names.devices());
+        invocation
+            .arg(self.size)
+            .arg(self.ttl_secs)
+            .arg(META_TTL_SECS.max(self.ttl_secs))
+            .arg(Epoch::random().as_str());
+        for e in events {
+            invocation
+                .arg(names.channel(&e.topic))
+                .arg(if e.keep { "1" } else { "0" })
+                .arg(&e.body[..])
+                .arg(e.device.as_deref().unwrap_or(""));
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, invocation.invoke_async::<Value>(c)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "broker refused a publish");
+                Err(Unavailable)
+            }
+            Err(_) => Err(Unavailable),
+        }
+    }
+}
+
+/// Says `offline` for every device dead node `node` still held (this node
+/// removed `node` from the cluster, so only it does this).
+async fn take_over(c: &mut MultiplexedConnection, publisher: &Publisher, node: &str) {
+    let names = &publisher.names;
+    let Ok(Ok(owners)) = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        redis::cmd("HGETALL")
+            .arg(names.owners())
+            .query_async::<HashMap<String, String>>(c),
+    )
+    .await
+    else {
+        return;
+    };
+    let script = Script::new(script::TAKE_OVER);
+    let mut count = 0;
+    for device in owners.into_iter().filter(|(_, n)| n == node).map(|(d, _)| d) {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(names.owners())
+            .key(names.devices())
+            .arg(&device)
+            .arg(node);
+        let Ok(Some(last)) = invocation.invoke_async::<Option<Vec<u8>>>(c).await else {
+            continue;
+        };
+        let frame = match broadcast::decode(&last) {
+            Some((Content::Frame(f), _)) => Some(f),
+            _ => None,
+        };
+        let bare = devices::presence("offline", frame.as_deref());
+        let Ok(drafts) = devices::events(&device, &bare, &crate::time::now_rfc3339(), usize::MAX) else {
+            continue;
+        };
+        let events: Vec<Outgoing> = drafts
+            .into_iter()
+            .map(|d| Outgoing {
+                keep: false,
+                body: broadcast::encode(&d),
+                topic: d.topic,
+                device: d.device,
+            })
+            .collect();
+        if publisher.run(c, &events).await.is_ok() {
+            count += 1;
+        }
+    }
+    if count > 0 {
+        tracing::info!(
+            node,
+            devices = count,
+            "a node left the cluster: its devices are offline"
+        );
     }
 }
 

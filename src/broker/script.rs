@@ -11,8 +11,9 @@
 //! on counting in the same epoch after the entries expired). Every topic
 //! has the channel `<prefix>c:<topic>`; a message is
 //! `<offset>:<epoch>:<body>` (`0::<body>` for a topic without a stream).
-//! `<prefix>devices` holds each device's last status, `<prefix>nodes`
-//! each node's last report.
+//! `<prefix>devices` holds each device's last status, `<prefix>owners`
+//! the node each connected device is on, `<prefix>nodes` each node's last
+//! report.
 
 use redis::Value;
 
@@ -76,6 +77,26 @@ end
 return {epoch, top or '0', entries}
 "#;
 
+/// KEYS: owners hash, devices hash. ARGV: device, node. Takes the device
+/// from a dead `node` if that node still holds it; returns its last status
+/// body (or false: someone else holds it now, or it was taken already).
+pub const TAKE_OVER: &str = r#"
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return false
+end
+redis.call('hdel', KEYS[1], ARGV[1])
+return redis.call('hget', KEYS[2], ARGV[1]) or ''
+"#;
+
+/// KEYS: owners hash. ARGV: device, node. A device left `node`: forget it
+/// unless another node holds it by now.
+pub const RELEASE: &str = r#"
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('hdel', KEYS[1], ARGV[1])
+end
+return 1
+"#;
+
 /// The Redis names of one cluster (`broker_prefix`).
 #[derive(Clone)]
 pub struct Names {
@@ -109,6 +130,11 @@ impl Names {
     /// The hash of every device's last known status (body by device id).
     pub fn devices(&self) -> String {
         format!("{}devices", self.prefix)
+    }
+
+    /// The hash of the node each connected device is on.
+    pub fn owners(&self) -> String {
+        format!("{}owners", self.prefix)
     }
 
     /// The hash of every node's last report (`<connections>:<unix ms>` by node id).

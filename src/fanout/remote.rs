@@ -38,6 +38,10 @@ pub enum Command {
     },
     /// A shard's first subscriber of `topic` arrived (`true`) or its last left.
     Interest { topic: Box<str>, up: bool },
+    /// A device connected to this node (`true`) or left it: the cluster
+    /// knows which node holds it, so a survivor can say `offline` for it
+    /// when this node dies.
+    Presence { device: Box<str>, online: bool },
 }
 
 /// The broker as the shards see it.
@@ -115,6 +119,14 @@ impl Remote {
                 }
             }
         }
+    }
+
+    /// A device connected to this node or left it.
+    pub fn presence(&self, device: &str, online: bool) {
+        let _ = self.tx.send(Command::Presence {
+            device: device.into(),
+            online,
+        });
     }
 
     /// A shard's interest in `topic` began or ended.
