@@ -806,6 +806,54 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_fed_stream_takes_its_places_and_keeps_its_place_when_emptied() {
+        let mut s = Streams::fed_by_broker(limits(3));
+        let e = Epoch::random();
+        // A first read: where the stream stands, and the events before it.
+        let older = (5..=7)
+            .map(|o| (o, Arc::from(format!("{o}").into_bytes())))
+            .collect();
+        s.remember("all", e, 7, Instant::now(), older);
+        assert!(s.tracks("all"));
+        assert!(s.covers("all", &Position { offset: 4, epoch: e }));
+        assert!(!s.covers("all", &Position { offset: 3, epoch: e }));
+        let seq = s.next_seq();
+        s.place(
+            "all",
+            &Position { offset: 8, epoch: e },
+            seq,
+            Instant::now(),
+            u64::MAX,
+            frame_of,
+        );
+        let mut out = Vec::new();
+        let since = Position { offset: 5, epoch: e };
+        let (here, rec) = s.join("all", Some(&since), u64::MAX, Instant::now(), &mut out);
+        assert_eq!(here.offset, 8);
+        assert_eq!(rec, Some(Recovery::Recovered { missed: 3 }));
+        assert_eq!(texts(&out), ["6", "7", "8"]);
+        // A gap the broker could not fill restarts what is kept.
+        let seq = s.next_seq();
+        s.place(
+            "all",
+            &Position { offset: 12, epoch: e },
+            seq,
+            Instant::now(),
+            u64::MAX,
+            frame_of,
+        );
+        let (_, rec) = s.join("all", Some(&since), u64::MAX, Instant::now(), &mut Vec::new());
+        assert_eq!(rec, Some(Recovery::Lost(reason::TOO_OLD)));
+        // Expired entries go; the place stays until the broker forgets it.
+        s.sweep(Instant::now() + Duration::from_secs(3600), u64::MAX);
+        let (here, _) = s.join("all", None, u64::MAX, Instant::now(), &mut Vec::new());
+        assert_eq!(here, Position { offset: 12, epoch: e });
+        s.forget("all");
+        assert!(!s.tracks("all"));
+        assert_eq!(s.usage().0, 0);
+    }
+
+    #[test]
     fn kinds_parse_and_match() {
         let k = Kinds::parse(&["all".into(), "room:*".into()]).unwrap();
         assert!(k.keeps("all") && k.keeps("room:x"));
