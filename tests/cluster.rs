@@ -289,15 +289,11 @@ fn a_broker_url_with_a_password_is_never_logged() {
     .expect("the node says it cannot log in to the broker");
     let logs = server.logs();
     assert!(!logs.contains("hunter2"), "{logs}");
-    let bad = Server::start_raw(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--broker",
-        "rediss://x:pw@h:1",
-    ]);
-    let out = bad.err().expect("rediss:// is refused");
-    assert!(out.contains("rediss://") && !out.contains("pw@"), "{out}");
+    let bad = Server::start_raw(&["serve", "--listen", "127.0.0.1:0", "--broker", "http://x:pw@h:1"]);
+    let out = bad
+        .err()
+        .expect("a URL that is not redis:// or rediss:// is refused");
+    assert!(out.contains("redis://") && !out.contains("pw@"), "{out}");
 }
 
 fn monitor(server: &Server, path: &str, devices: &[&str]) -> Sub {
@@ -422,4 +418,67 @@ fn the_devices_of_a_node_that_dies_turn_offline_once() {
         assert_eq!(offline, 1, "{:?}", m.messages);
     }
     drop(device);
+}
+
+#[test]
+fn a_cut_subscription_is_resumed_with_no_gap() {
+    // What Redis does to a subscriber over `client-output-buffer-limit
+    // pubsub`: it closes the connection. Publishing goes on meanwhile.
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut on_b = user(&b, "gina", None);
+    let (start, _) = position(&on_b, "type:user");
+    let mut pa = Publisher::new(&a);
+    for n in 0..300 {
+        if n == 100 || n == 200 {
+            let killed = redis.command("CLIENT KILL TYPE pubsub").unwrap_or_default();
+            assert!(killed.starts_with(':'), "{killed}");
+        }
+        // Node A's own connection is cut too: while it reconnects (about
+        // 100 ms) its publishes are 503, and the publisher retries.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        poll_until(deadline, || {
+            let (status, body) = pa.publish_reply("type:user", "tick", &format!(r#"{{"n":{n}}}"#));
+            assert!(
+                status == 202 || body.contains("broker_unavailable"),
+                "{status} {body}"
+            );
+            (status == 202).then_some(())
+        })
+        .expect("publishes go through again");
+    }
+    let got = wait_ticks(&mut on_b, 300);
+    assert_contiguous(&got, start + 1);
+    assert_eq!(
+        got.iter().map(|t| t.2).collect::<Vec<_>>(),
+        (0..300).collect::<Vec<_>>()
+    );
+    assert!(
+        b.logs().contains("broker connection lost"),
+        "the cut was seen: {}",
+        b.logs()
+    );
+}
+
+#[test]
+fn a_rediss_broker_is_checked_against_its_ca() {
+    let redis = Redis::start_tls();
+    let ca = redis.dir.join("ca.crt");
+    let server = Server::start(&["--broker", &redis.url(), "--broker-ca", ca.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    poll_until(deadline, || (server.get("/health").0 == 200).then_some(()))
+        .unwrap_or_else(|| panic!("the node connects over TLS: {}", server.logs()));
+    let mut c = user(&server, "hana", None);
+    let mut p = Publisher::new(&server);
+    tick(&mut p, 1);
+    assert_eq!(wait_ticks(&mut c, 1)[0].2, 1);
+    // Without the CA the certificate is not trusted: the node stays degraded.
+    let untrusting = Server::start(&["--broker", &redis.url()]);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    poll_until(deadline, || {
+        untrusting.logs().contains("broker unreachable").then_some(())
+    })
+    .expect("the TLS failure is logged");
+    assert_eq!(untrusting.get("/health").0, 503);
+    assert_eq!(Publisher::new(&untrusting).publish_reply("all", "x", "1").0, 503);
 }

@@ -86,11 +86,8 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
         let workers: Vec<_> = (0..n)
             .map(|k| {
                 scope.spawn(move || -> std::io::Result<(u64, Option<String>)> {
-                    let mut stream = TcpStream::connect(plan.targets[k as usize % plan.targets.len()])?;
-                    stream.set_nodelay(true)?;
-                    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-                    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-                    let mut reader = BufReader::new(stream.try_clone()?);
+                    let target = plan.targets[k as usize % plan.targets.len()];
+                    let (mut stream, mut reader) = open(target)?;
                     let (mut accepted, mut error) = (0, None);
                     for seq in (k..plan.events).step_by(n as usize) {
                         let offset = plan
@@ -100,8 +97,16 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
                             thread::sleep(wait);
                         }
                         let ts = start_ns + offset.as_nanos() as u64;
-                        stream.write_all(request(plan, seq, ts).as_bytes())?;
-                        if !tally(read_answer(&mut reader), &mut accepted, &mut error) {
+                        let req = request(plan, seq, ts);
+                        let mut answer = ask(&mut stream, &mut reader, &req);
+                        if answer.as_ref().is_err_and(|e| e == CLOSED) {
+                            // A server may close an idle keep-alive connection
+                            // (shardcast does under socket pressure) before
+                            // reading the request: reconnect and send it again.
+                            (stream, reader) = open(target)?;
+                            answer = ask(&mut stream, &mut reader, &req);
+                        }
+                        if !tally(answer, &mut accepted, &mut error) {
                             break;
                         }
                     }
@@ -183,6 +188,31 @@ fn read_answers(stream: TcpStream, count: u64) -> (u64, Option<String>) {
     (accepted, error)
 }
 
+/// What [`read_answer`] says of a connection the server closed.
+const CLOSED: &str = "publisher connection closed";
+
+/// A keep-alive connection to `target` and its reader.
+fn open(target: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let stream = TcpStream::connect(target)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    let reader = BufReader::new(stream.try_clone()?);
+    Ok((stream, reader))
+}
+
+/// Sends one request and reads its answer (a failed write reads as closed).
+fn ask(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    req: &str,
+) -> Result<Option<String>, String> {
+    if stream.write_all(req.as_bytes()).is_err() {
+        return Err(CLOSED.to_string());
+    }
+    read_answer(reader)
+}
+
 /// Counts one answer: a 2xx is accepted, the first refusal or failure is
 /// kept; false when no more answers can come (the connection failed).
 fn tally(answer: Result<Option<String>, String>, accepted: &mut u64, error: &mut Option<String>) -> bool {
@@ -205,7 +235,7 @@ fn tally(answer: Result<Option<String>, String>, accepted: &mut u64, error: &mut
 fn read_answer(reader: &mut impl BufRead) -> Result<Option<String>, String> {
     let mut status = String::new();
     match reader.read_line(&mut status) {
-        Ok(0) => return Err("publisher connection closed".to_string()),
+        Ok(0) => return Err(CLOSED.to_string()),
         Err(e) => {
             return Err(format!(
                 "no answer to a publish request within {ANSWER_TIMEOUT:?}: {e}"

@@ -25,7 +25,19 @@ pub fn start(
     commands: flume::Receiver<Command>,
     board: Arc<Board>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    let client = ::redis::Client::open(url).map_err(|e| format!("invalid broker URL: {}", e.category()))?;
+    let client = if url.starts_with("rediss://") {
+        // rustls, with ring as its one crypto provider (an error here only
+        // means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: config.broker_ca.clone(),
+        };
+        ::redis::Client::build_with_tls(url, certs)
+    } else {
+        ::redis::Client::open(url)
+    }
+    .map_err(|e| format!("invalid broker URL: {}", e.category()))?;
     let setup = redis::Setup {
         client,
         prefix: config.broker_prefix.clone(),

@@ -213,11 +213,12 @@ impl Broker {
                             None => break,
                         }
                     }
+                    // Anything arriving shows the subscription is alive
+                    // (under load the probe may queue behind events).
+                    last_probe = Instant::now();
                     let mut arrivals = Vec::new();
                     for m in &round {
-                        if m.get_channel_name() == probe {
-                            last_probe = Instant::now();
-                        } else {
+                        if m.get_channel_name() != probe {
                             self.live(&cmd, m.get_channel_name(), m.get_payload_bytes(), &mut arrivals);
                         }
                     }

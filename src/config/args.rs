@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Prefix of every Redis key and channel this cluster uses.
     #[arg(long, env = "SHARDCAST_BROKER_PREFIX")]
     pub broker_prefix: Option<String>,
+    /// For a rediss:// broker: PEM file of the CA that signed Redis's
+    /// certificate (default: the system's trusted roots).
+    #[arg(long, env = "SHARDCAST_BROKER_CA")]
+    pub broker_ca: Option<PathBuf>,
     /// Messages per second one connection may publish (rooms, device status); past it: `rate_limited`.
     #[arg(long, env = "SHARDCAST_CLIENT_PUBLISH_RATE")]
     pub client_publish_rate: Option<u32>,
@@ -189,6 +193,7 @@ pub struct FileConfig {
     pub history_topics: Option<String>,
     pub broker: Option<String>,
     pub broker_prefix: Option<String>,
+    pub broker_ca: Option<PathBuf>,
     pub client_publish_rate: Option<u32>,
     pub client_publish_burst: Option<u32>,
     pub max_sockets: Option<u64>,

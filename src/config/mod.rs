@@ -99,6 +99,8 @@ pub struct Config {
     pub broker: Option<String>,
     /// `broker_prefix`: of every Redis key and channel.
     pub broker_prefix: String,
+    /// `broker_ca`: PEM bytes of the CA a rediss:// broker's certificate is checked against.
+    pub broker_ca: Option<Vec<u8>>,
     pub client_publish_rate: u32,
     pub client_publish_burst: u32,
     /// 0 until start-up sets it from the open-file limit.
@@ -264,14 +266,20 @@ impl Config {
                 .map_err(|reason| invalid("history_topics", reason))?,
             },
             broker: match pick!(broker).filter(|s| !s.is_empty()) {
-                Some(url) if url.starts_with("redis://") => Some(url),
-                Some(url) if url.starts_with("rediss://") => {
+                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url),
+                Some(_) => {
                     return Err(invalid(
                         "broker",
-                        "rediss:// (TLS to Redis) is not supported yet; use redis:// on a trusted network",
+                        "must be a redis://host:port[/db] or rediss://host:port[/db] URL",
                     ))
                 }
-                Some(_) => return Err(invalid("broker", "must be a redis://host:port[/db] URL")),
+                None => None,
+            },
+            broker_ca: match pick!(broker_ca) {
+                Some(path) => Some(
+                    std::fs::read(&path)
+                        .map_err(|e| invalid("broker_ca", format!("cannot read {}: {e}", path.display())))?,
+                ),
                 None => None,
             },
             broker_prefix: match pick!(broker_prefix) {

@@ -13,8 +13,10 @@ use super::DEADLINE;
 
 pub struct Redis {
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
     child: Option<Child>,
+    /// Serve TLS only (certificates in `dir`, made with the openssl CLI).
+    tls: bool,
 }
 
 /// A port nothing listens on now.
@@ -41,6 +43,80 @@ impl Redis {
             port,
             dir,
             child: None,
+            tls: false,
+        };
+        r.restart();
+        r
+    }
+
+    /// A Redis that speaks TLS only, with a certificate for 127.0.0.1
+    /// signed by a fresh CA (`ca.crt` in [`Redis::dir`]).
+    pub fn start_tls() -> Redis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("shardcast-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl CLI");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let days = ["-days", "1"];
+        openssl(
+            &[
+                &[
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                ][..],
+                &days,
+                &["-subj", "/CN=shardcast-test-ca"],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        openssl(
+            &[
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "redis.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "redis.crt",
+                ][..],
+                &days,
+                &["-extfile", "ext"],
+            ]
+            .concat(),
+        );
+        let mut r = Redis {
+            port,
+            dir,
+            child: None,
+            tls: true,
         };
         r.restart();
         r
@@ -48,7 +124,8 @@ impl Redis {
 
     /// A Redis URL for `--broker`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
@@ -62,15 +139,18 @@ impl Redis {
     /// Starts it (again) on its port and data directory; returns when it answers PING.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", "redis.crt", "--tls-key-file", "redis.key"])
+                .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+                .current_dir(&self.dir);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
@@ -81,7 +161,13 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + DEADLINE;
         while Instant::now() < deadline {
-            if self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
+            let ready = if self.tls {
+                // A TLS port: ready once it accepts connections.
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
