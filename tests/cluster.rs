@@ -18,21 +18,12 @@ fn node(redis: &Redis) -> Server {
     Server::start(&["--broker", &redis.url()])
 }
 
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A `user` client `sub` on `server`, from `since` if given; waits for `connected`.
 fn user(server: &Server, sub: &str, since: Option<&str>) -> Sub {
     let mut path = format!("/ws/user?token={}", token(sub, &["user"]));
     if let Some(since) = since {
         path.push_str("&since=");
-        path.push_str(&encode(since));
+        path.push_str(&percent_encode(since));
     }
     let mut c = Sub::connect(server, &path, None);
     assert!(c.wait(|s| !s.messages.is_empty()), "no connected event");

@@ -14,22 +14,12 @@ fn json(text: &str) -> OwnedValue {
     simd_json::to_owned_value(&mut text.as_bytes().to_vec()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-/// Percent-encodes everything but unreserved characters.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A `user` client `sub`, reconnecting from `since` (a JSON object) if given.
 fn user(server: &Server, sub: &str, since: Option<&str>) -> Sub {
     let mut path = format!("/ws/user?token={}", token(sub, &["user"]));
     if let Some(since) = since {
         path.push_str("&since=");
-        path.push_str(&encode(since));
+        path.push_str(&percent_encode(since));
     }
     let mut c = Sub::connect(server, &path, None);
     assert!(c.wait(|s| !s.messages.is_empty()), "no connected event");
@@ -189,7 +179,7 @@ fn a_malformed_since_is_a_400_naming_the_problem() {
     ] {
         let (status, _, mut s) = upgrade(
             &server,
-            &format!("/ws/user?token={t}&since={}", encode(since)),
+            &format!("/ws/user?token={t}&since={}", percent_encode(since)),
             "",
         );
         let body = read_to_close(&mut s);

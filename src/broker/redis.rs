@@ -540,22 +540,12 @@ impl Broker {
             tracing::debug!(topic, "broker message not understood: dropped");
             return;
         };
-        let Some(t) = self.tracks.get_mut(topic) else {
-            return;
-        };
-        let live = Live {
-            position,
-            body: body.to_vec(),
-        };
-        match t.on_live(live.position.as_ref()) {
-            Step::Deliver => arrivals.extend(arrived(topic, live.position, &live.body)),
-            Step::Drop => {}
-            Step::Hold => t.hold(live),
-            Step::Fill { after } => {
-                t.hold(live);
-                let size = self.size;
-                self.fill(cmd, topic, after, size);
-            }
+        if self.tracks.contains_key(topic) {
+            let live = Live {
+                position,
+                body: body.to_vec(),
+            };
+            self.replay(cmd, topic, live, arrivals);
         }
     }
 
@@ -643,7 +633,8 @@ impl Broker {
         self.deliver(arrivals).await;
     }
 
-    /// A held event passes through the track again.
+    /// An event (live, or held and given back) passes through its track:
+    /// delivered, dropped, held, or held while the gap before it is read.
     fn replay(&mut self, cmd: &MultiplexedConnection, topic: &str, live: Live, arrivals: &mut Vec<Arrived>) {
         let Some(t) = self.tracks.get_mut(topic) else {
             return;

@@ -50,6 +50,16 @@ pub struct Arrived {
     pub position: Option<Position>,
 }
 
+/// Where a sealed event goes in its topic's stream.
+enum Place {
+    /// The topic's next offset, if it keeps a stream (in memory).
+    Next,
+    /// The place the broker gave it.
+    At(Position),
+    /// None: its topic keeps no stream.
+    None,
+}
+
 /// What a draft becomes a frame from.
 #[derive(Debug)]
 pub enum Content {
@@ -128,7 +138,7 @@ impl Broadcaster {
             return remote.publish(events).await;
         }
         let turn = self.sequencer.turn().await;
-        let batch = Arc::new(self.seal(drafts, accepted));
+        let batch = Arc::new(self.seal(drafts.into_iter().map(|d| (d, Place::Next)), accepted));
         self.send(batch).await;
         drop(turn);
         Ok(())
@@ -138,39 +148,12 @@ impl Broadcaster {
     /// at the place the broker gave it (which its topic's stream takes).
     pub async fn deliver(&self, arrived: Vec<Arrived>, accepted: Instant) {
         let turn = self.sequencer.turn().await;
-        let batch = Arc::new(self.seal_arrived(arrived, accepted));
+        let drafts = arrived
+            .into_iter()
+            .map(|a| (a.draft, a.position.map_or(Place::None, Place::At)));
+        let batch = Arc::new(self.seal(drafts, accepted));
         self.send(batch).await;
         drop(turn);
-    }
-
-    /// The batch of events from the broker, each framed at its place
-    /// (under the turn).
-    fn seal_arrived(&self, arrived: Vec<Arrived>, accepted: Instant) -> Batch {
-        let delivered = self.sequencer.delivered_everywhere();
-        let mut streams = self.sequencer.streams();
-        let seq = streams.next_seq();
-        let events = arrived
-            .into_iter()
-            .map(|Arrived { draft: d, position }| {
-                let frame = match (d.content, position) {
-                    (Content::Frame(frame), _) => frame,
-                    (Content::Envelope(e), Some(p)) => {
-                        streams.place(&d.topic, &p, seq, accepted, delivered, |p| e.frame(Some(p)))
-                    }
-                    (Content::Envelope(e), None) => e.frame(None),
-                };
-                Event {
-                    topic: d.topic,
-                    frame,
-                    device: d.device,
-                }
-            })
-            .collect();
-        Batch {
-            events,
-            accepted,
-            seq,
-        }
     }
 
     async fn send(&self, batch: Arc<Batch>) {
@@ -188,20 +171,23 @@ impl Broadcaster {
         }
     }
 
-    /// The batch of `drafts`, each framed with its place (under the turn).
-    fn seal(&self, drafts: Vec<Draft>, accepted: Instant) -> Batch {
+    /// The batch of `drafts`, each framed once with its place (under the
+    /// turn): the topic's next one in memory, or the one the broker gave.
+    fn seal(&self, drafts: impl Iterator<Item = (Draft, Place)>, accepted: Instant) -> Batch {
         let delivered = self.sequencer.delivered_everywhere();
         let mut streams = self.sequencer.streams();
         let seq = streams.next_seq();
         let events = drafts
-            .into_iter()
-            .map(|d| {
-                let frame = match d.content {
-                    Content::Frame(frame) => frame,
-                    Content::Envelope(e) if streams.keeps(&d.topic) => {
+            .map(|(d, place)| {
+                let frame = match (d.content, place) {
+                    (Content::Frame(frame), _) => frame,
+                    (Content::Envelope(e), Place::Next) if streams.keeps(&d.topic) => {
                         streams.append(&d.topic, seq, accepted, delivered, |p| e.frame(Some(p)))
                     }
-                    Content::Envelope(e) => e.frame(None),
+                    (Content::Envelope(e), Place::At(p)) => {
+                        streams.place(&d.topic, &p, seq, accepted, delivered, |p| e.frame(Some(p)))
+                    }
+                    (Content::Envelope(e), _) => e.frame(None),
                 };
                 Event {
                     topic: d.topic,

@@ -169,38 +169,14 @@ impl Streams {
     ) -> Arc<[u8]> {
         let touch = self.touches;
         self.touches += 1;
-        let key = self.open_at(topic, p.epoch, p.offset.saturating_sub(1), touch);
-        let limits = self.limits;
-        let Some(stream) = self.topics.get_mut(topic) else {
-            return frame(p);
-        };
-        let mut freed = 0;
-        if stream.epoch != p.epoch || p.offset != stream.top + 1 {
-            freed += restart(stream, p.epoch, p.offset.saturating_sub(1));
-        }
-        stream.top = p.offset;
-        stream.touch = touch;
-        let built = frame(p);
-        let cost = ENTRY_OVERHEAD + built.len();
-        stream.entries.push_back(Entry {
-            seq,
-            at: now,
-            frame: built.clone(),
-        });
-        stream.bytes += cost;
-        self.bytes += cost;
-        while stream.entries.len() > limits.size {
-            match stream.entries.front() {
-                Some(e) if e.seq <= delivered => freed += pop(stream),
-                _ => break,
+        self.open_at(topic, p.epoch, p.offset.saturating_sub(1), touch);
+        if let Some(stream) = self.topics.get_mut(topic) {
+            if stream.epoch != p.epoch || p.offset != stream.top + 1 {
+                self.bytes -= restart(stream, p.epoch, p.offset.saturating_sub(1));
             }
         }
-        freed += expire(stream, now, limits.ttl, delivered);
-        self.bytes -= freed;
-        self.touched.push_back((touch, key));
-        self.evict(delivered);
-        self.compact();
-        built
+        // The stream now stands just before `p`: appending gives it `p`.
+        self.append(topic, seq, now, delivered, frame)
     }
 
     /// Keeps events a broker read back that the node already stood past

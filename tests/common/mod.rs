@@ -586,3 +586,13 @@ pub fn upgrade(server: &Server, path: &str, extra: &str) -> (u16, String, TcpStr
     let head = read_head(&mut s);
     (split_response(&head).0, head, s)
 }
+
+/// Percent-encodes everything but unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
