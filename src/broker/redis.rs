@@ -290,19 +290,8 @@ impl Broker {
                 Command::Publish { events, reply } => self.publish(cmd, events, reply),
                 Command::Presence { device, online } => self.presence(cmd, &device, online),
                 Command::Interest { topic, up } => {
-                    let keep = self.keeps(&topic);
-                    let t = self.tracks.entry(topic.clone()).or_insert_with(|| {
-                        new.push(topic.clone());
-                        Track::new(keep, now)
-                    });
-                    if up {
-                        t.shards += 1;
-                        t.idle_since = None;
-                    } else {
-                        t.shards = t.shards.saturating_sub(1);
-                        if t.shards == 0 {
-                            t.idle_since = Some(now);
-                        }
+                    if self.count_interest(&topic, up, now) {
+                        new.push(topic);
                     }
                 }
                 Command::Warm { topics, reply } => {
@@ -719,20 +708,30 @@ impl Broker {
             // Lost while down: a survivor may later say offline for it.
             Command::Presence { .. } => {}
             Command::Interest { topic, up } => {
-                let keep = self.keeps(&topic);
-                let now = Instant::now();
-                let t = self.tracks.entry(topic).or_insert_with(|| Track::new(keep, now));
-                if up {
-                    t.shards += 1;
-                    t.idle_since = None;
-                } else {
-                    t.shards = t.shards.saturating_sub(1);
-                    if t.shards == 0 {
-                        t.idle_since = Some(now);
-                    }
-                }
+                self.count_interest(&topic, up, Instant::now());
             }
         }
+    }
+
+    /// A shard's interest in `topic` began (`up`) or ended; true when the
+    /// topic was not followed yet (a track is opened for it).
+    fn count_interest(&mut self, topic: &str, up: bool, now: Instant) -> bool {
+        let keep = self.keeps(topic);
+        let new = !self.tracks.contains_key(topic);
+        let t = self
+            .tracks
+            .entry(topic.into())
+            .or_insert_with(|| Track::new(keep, now));
+        if up {
+            t.shards += 1;
+            t.idle_since = None;
+        } else {
+            t.shards = t.shards.saturating_sub(1);
+            if t.shards == 0 {
+                t.idle_since = Some(now);
+            }
+        }
+        new
     }
 
     fn keeps(&self, topic: &str) -> bool {
