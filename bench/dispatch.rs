@@ -41,7 +41,7 @@ fn batch() -> Arc<Batch> {
 fn registry_on(fds: &[i32]) -> (Registry, Vec<Rc<Conn>>) {
     let mut registry = Registry::default();
     let conns: Vec<Rc<Conn>> = (0..SUBSCRIBERS)
-        .map(|i| Rc::new(Conn::new(i as u32, fds[i % fds.len()], 0, ConnSpec::echo())))
+        .map(|i| Rc::new(Conn::new(i as u32, fds[i % fds.len()], 0, ConnSpec::echo(), None)))
         .collect();
     for conn in &conns {
         registry.subscribe("type:user", conn);

@@ -1,7 +1,8 @@
 //! shardcast: a WebSocket fan-out server, one glommio executor per core.
 //!
 //! Layers, lowest first; each imports only the ones before it:
-//! [`config`], [`time`] → [`sys`] (sockets, rlimits, signals) → [`proto`]
+//! [`config`], [`time`] → [`sys`] (sockets, rlimits, signals) → [`tls`]
+//! (certificates, per-connection sessions on raw fds) → [`proto`]
 //! (HTTP, handshake, frames, close codes, JSON checks) → [`ops`] (labels,
 //! counters, metrics) → [`conn`] (the connection handle and its queue) →
 //! [`fanout`] (events, topics, registry, delivery) → [`broker`] (many nodes
@@ -39,3 +40,4 @@ pub mod server;
 pub mod shard;
 pub mod sys;
 pub mod time;
+pub mod tls;

@@ -16,10 +16,12 @@ use crate::fanout::broadcast::Broadcaster;
 use crate::fanout::remote::Remote;
 use crate::fanout::sequencer::Sequencer;
 use crate::ops::stats::Board;
-use crate::serve::runtime;
+use crate::serve::runtime::{self, Listeners};
 use crate::shard::Shared;
 use crate::sys::signals as shutdown;
 use crate::sys::{limits, sockets};
+use crate::tls::kernel;
+use crate::tls::keys::{Keys, SelfSigned};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     if config.max_sockets == 0 {
         config.max_sockets = limits.socket_limit();
     }
+    let (tls, self_signed) = load_tls(&config)?;
     let (fds, addr) =
         sockets::bind_listeners(config.listen, config.shards, config.backlog).map_err(|source| {
             ServerError::Bind {
@@ -69,7 +72,23 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         }
         None => ((0..config.shards).map(|_| None).collect(), None),
     };
+    let (plain_fds, plain_addr): (Vec<Option<std::os::fd::OwnedFd>>, _) = match config.plain_listen {
+        Some(plain) => {
+            let (fds, addr) = sockets::bind_listeners(plain, config.shards, config.backlog)
+                .map_err(|source| ServerError::Bind { addr: plain, source })?;
+            (fds.into_iter().map(Some).collect(), Some(addr))
+        }
+        None => ((0..config.shards).map(|_| None).collect(), None),
+    };
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
+    if let Some(keys) = &tls {
+        let mode = tls_mode(config.shards);
+        let _ = board.tls.mode.set(mode.label());
+        board
+            .tls
+            .not_after
+            .store(keys.not_after(), std::sync::atomic::Ordering::Relaxed);
+    }
     let verifier = Arc::new(Verifier::new(&config).map_err(|e| ServerError::Config(e.to_string()))?);
     let sequencer = Arc::new(Sequencer::new(
         config.shards,
@@ -95,7 +114,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let cpus = allowed_cpus();
     let mut senders = Vec::new();
     let mut handles = Vec::new();
-    for (id, (fd, admin_fd)) in fds.into_iter().zip(admin_fds).enumerate() {
+    let sockets = fds.into_iter().zip(plain_fds).zip(admin_fds);
+    for (id, ((public, plain), admin)) in sockets.enumerate() {
         let (tx, rx) = flume::bounded(1);
         senders.push(tx);
         let shared = Shared {
@@ -103,7 +123,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
             board: board.clone(),
             broadcaster: broadcaster.clone(),
             verifier: verifier.clone(),
+            tls: tls.clone(),
         };
+        let listeners = Listeners { public, plain, admin };
         let events = event_rxs.remove(0);
         let placement = if config.pin {
             Placement::Fixed(cpus[id % cpus.len()])
@@ -113,7 +135,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || runtime::run(id, shared, fd, admin_fd, events, rx))
+            .spawn(move || runtime::run(id, shared, listeners, events, rx))
             .map_err(|e| ServerError::Executor {
                 shard: id,
                 reason: e.to_string(),
@@ -121,10 +143,16 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         handles.push(handle);
     }
     let trigger = shutdown::Trigger(senders);
-    shutdown::on_signal(signals, move |signal| {
-        tracing::info!(signal, "shutting down: closing connections (1001)");
-        trigger.fire();
-    });
+    let reload_board = board.clone();
+    let reload_keys = tls.clone();
+    shutdown::on_signal(
+        signals,
+        move |signal| {
+            tracing::info!(signal, "shutting down: closing connections (1001)");
+            trigger.fire();
+        },
+        move || reload(reload_keys.as_deref(), &reload_board),
+    );
     tracing::info!(
         %addr,
         shards = config.shards,
@@ -133,9 +161,10 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         max_connections = config.max_connections,
         max_sockets = config.max_sockets,
         send_path = ?config.send_path,
+        tls = tls.is_some(),
         "listening"
     );
-    announce(&config, addr, admin_addr);
+    announce(&config, addr, admin_addr, plain_addr, self_signed.as_ref());
     for handle in handles {
         if let Err(error) = handle.join() {
             tracing::error!(%error, "shard ended with an error");
@@ -147,12 +176,43 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
 
 /// Prints the line tests and scripts wait for, and in dev mode a ready token
 /// and copy-paste commands.
-fn announce(config: &Config, addr: std::net::SocketAddr, admin: Option<std::net::SocketAddr>) {
+fn announce(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+    plain: Option<std::net::SocketAddr>,
+    self_signed: Option<&SelfSigned>,
+) {
     let mut out = std::io::stdout().lock();
+    let tls = config.tls.is_some() || config.tls_self_signed;
     if let Some(admin) = admin {
-        let _ = writeln!(out, "shardcast admin listening on {admin}");
+        let what = if config.admin_tls {
+            " (TLS: https)"
+        } else {
+            " (plain: http)"
+        };
+        let _ = writeln!(
+            out,
+            "shardcast admin listening on {admin}{}",
+            if tls { what } else { "" }
+        );
     }
-    let _ = writeln!(out, "shardcast listening on {addr}");
+    if let Some(plain) = plain {
+        let _ = writeln!(out, "shardcast plain listening on {plain} (plain: http, ws)");
+    }
+    if let Some(cert) = self_signed {
+        let _ = writeln!(
+            out,
+            "self-signed TLS certificate for localhost (dev only): SHA-256 {}\n  PEM: {} (e.g. curl --cacert it)",
+            cert.fingerprint,
+            cert.pem_path.display()
+        );
+    }
+    if tls {
+        let _ = writeln!(out, "shardcast listening on {addr} (TLS: https, wss)");
+    } else {
+        let _ = writeln!(out, "shardcast listening on {addr}");
+    }
     if config.dev_mode {
         let mut claims = Claims::new("dev-user", Duration::from_secs(24 * 3600));
         claims.types = config.client_types.clone();
@@ -175,6 +235,63 @@ fn announce(config: &Config, addr: std::net::SocketAddr, admin: Option<std::net:
         );
     }
     let _ = out.flush();
+}
+
+/// The TLS identity, if configured: read and checked now (a bad file stops
+/// start-up with one line), or generated for localhost.
+fn load_tls(config: &Config) -> Result<(Option<Arc<Keys>>, Option<SelfSigned>), ServerError> {
+    if let Some(files) = &config.tls {
+        let keys = Keys::load(&files.cert, &files.key)
+            .map_err(|e| ServerError::Config(format!("invalid config: {e}")))?;
+        return Ok((Some(Arc::new(keys)), None));
+    }
+    if config.tls_self_signed {
+        let (keys, cert) = Keys::self_signed(&std::env::temp_dir()).map_err(ServerError::Config)?;
+        return Ok((Some(Arc::new(keys)), Some(cert)));
+    }
+    Ok((None, None))
+}
+
+/// How TLS records are made, logged per shard: the kernel's TLS offload is
+/// probed, but the key hand-off is not built, so always in user space.
+fn tls_mode(shards: usize) -> kernel::Mode {
+    let why = match kernel::probe() {
+        Ok(()) => "the kernel offers kTLS, but this build does not hand keys to it".to_string(),
+        Err(error) => format!("the kernel has no TLS offload ({error})"),
+    };
+    let mode = kernel::Mode::Userspace;
+    for shard in 0..shards {
+        tracing::info!(shard, mode = mode.label(), why = %why, "TLS records made by rustls in the shard");
+    }
+    mode
+}
+
+/// SIGHUP: re-reads the certificate and key; a failure keeps the old pair.
+fn reload(keys: Option<&Keys>, board: &Board) {
+    let Some(keys) = keys else {
+        tracing::info!("SIGHUP: nothing to reload (no TLS certificate configured)");
+        return;
+    };
+    match keys.reload() {
+        Ok(()) => {
+            board
+                .tls
+                .reloads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            board
+                .tls
+                .not_after
+                .store(keys.not_after(), std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("SIGHUP: TLS certificate reloaded; new handshakes use it");
+        }
+        Err(error) => {
+            board
+                .tls
+                .reload_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(%error, "SIGHUP: TLS reload failed; keeping the certificate in use");
+        }
+    }
 }
 
 /// CPUs this process may run on, to pin shards to.

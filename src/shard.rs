@@ -23,6 +23,8 @@ use crate::fanout::history::{reason, Recovery};
 use crate::fanout::registry::Registry;
 use crate::ops::refusal_log::RefusalLog;
 use crate::ops::stats::{Board, ShardCounters};
+use crate::tls::keys::Keys;
+use crate::tls::session::Session;
 
 /// Bytes one socket read may return; shared by every connection of the
 /// shard, so an idle connection holds no read buffer of its own.
@@ -42,6 +44,8 @@ pub struct Shared {
     pub board: Arc<Board>,
     pub broadcaster: Broadcaster,
     pub verifier: Arc<Verifier>,
+    /// The certificate and key of the TLS ports, if any.
+    pub tls: Option<Arc<Keys>>,
 }
 
 /// State owned by one shard (one executor thread).
@@ -51,6 +55,7 @@ pub struct Shard {
     pub board: Arc<Board>,
     pub broadcaster: Broadcaster,
     pub verifier: Arc<Verifier>,
+    pub tls: Option<Arc<Keys>>,
     /// Topic → this shard's subscribers.
     pub registry: RefCell<Registry>,
     /// Last known status frame of each device, kept by this shard's dispatcher.
@@ -61,6 +66,8 @@ pub struct Shard {
     conns: RefCell<Slab<Rc<Conn>>>,
     /// Read buffer lent to whichever connection is reading.
     pub scratch: Rc<RefCell<Vec<u8>>>,
+    /// Plaintext decrypted from one read of a TLS connection (reused).
+    pub plain: Rc<RefCell<Vec<u8>>>,
     started: Instant,
     /// Whole seconds since the shard started, updated each tick.
     clock: Cell<u32>,
@@ -99,10 +106,12 @@ impl Shard {
             board: shared.board,
             broadcaster: shared.broadcaster,
             verifier: shared.verifier,
+            tls: shared.tls,
             registry: RefCell::new(Registry::default()),
             next_id: Cell::new(0),
             conns: RefCell::new(Slab::new()),
             scratch: Rc::new(RefCell::new(vec![0; SCRATCH_BYTES])),
+            plain: Rc::new(RefCell::new(Vec::new())),
             started: Instant::now(),
             clock: Cell::new(0),
             draining: Cell::new(false),
@@ -346,10 +355,10 @@ impl Shard {
 
     /// Adds an upgraded connection, made whole from `spec`; returns it with
     /// its key set.
-    pub fn register(&self, fd: RawFd, spec: ConnSpec) -> Rc<Conn> {
+    pub fn register(&self, fd: RawFd, spec: ConnSpec, tls: Option<Session>) -> Rc<Conn> {
         let mut conns = self.conns.borrow_mut();
         let entry = conns.vacant_entry();
-        let conn = Rc::new(Conn::new(entry.key() as u32, fd, self.clock(), spec));
+        let conn = Rc::new(Conn::new(entry.key() as u32, fd, self.clock(), spec, tls));
         entry.insert(conn.clone());
         self.board.shard(self.id).opened(conn.client_type());
         tracing::debug!(shard = self.id, conn = conn.key, "connection opened");

@@ -22,6 +22,23 @@ pub struct ServeArgs {
     /// /debug/latency (they then leave the public port).
     #[arg(long, env = "SHARDCAST_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// PEM certificate chain (leaf first): with --tls-key, `listen` serves
+    /// TLS (https://, wss://). SIGHUP re-reads both files.
+    #[arg(long, env = "SHARDCAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long, env = "SHARDCAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a throwaway certificate for localhost (dev only);
+    /// prints its SHA-256 fingerprint and where its PEM was written.
+    #[arg(long, env = "SHARDCAST_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+    /// With TLS on `listen`: also serve plain HTTP/ws on this address (opt-in).
+    #[arg(long, env = "SHARDCAST_PLAIN_LISTEN")]
+    pub plain_listen: Option<String>,
+    /// With TLS and --admin-listen: the admin port speaks TLS too (default: plain).
+    #[arg(long, env = "SHARDCAST_ADMIN_TLS")]
+    pub admin_tls: bool,
     /// Number of shards (one pinned executor each); default: all cores.
     #[arg(long, env = "SHARDCAST_SHARDS")]
     pub shards: Option<usize>,
@@ -171,6 +188,11 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_self_signed: Option<bool>,
+    pub plain_listen: Option<String>,
+    pub admin_tls: Option<bool>,
     pub shards: Option<usize>,
     pub backlog: Option<u32>,
     pub max_header_bytes: Option<usize>,

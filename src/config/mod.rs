@@ -67,12 +67,27 @@ pub enum SendPathKind {
     Uring,
 }
 
+/// The PEM files of the TLS port (read and checked at start-up and on SIGHUP).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Validated server configuration, shared read-only by every shard.
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Where the internal endpoints live, if not on `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// `listen` serves TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+    /// `listen` serves TLS with a generated localhost certificate.
+    pub tls_self_signed: bool,
+    /// A plain listener beside the TLS one (opt-in).
+    pub plain_listen: Option<SocketAddr>,
+    /// The admin port speaks TLS too.
+    pub admin_tls: bool,
     pub shards: usize,
     pub backlog: u32,
     pub max_header_bytes: usize,
@@ -219,9 +234,46 @@ impl Config {
             ),
             None => None,
         };
+        let tls = match (pick!(tls_cert), pick!(tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls_key", "required with tls_cert")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "required with tls_key")),
+        };
+        let tls_self_signed = args.tls_self_signed || file.tls_self_signed.unwrap_or(false);
+        if tls_self_signed && tls.is_some() {
+            return Err(invalid("tls_self_signed", "not with tls_cert/tls_key"));
+        }
+        let serves_tls = tls.is_some() || tls_self_signed;
+        let plain_listen = match pick!(plain_listen).filter(|s| !s.is_empty()) {
+            Some(_) if !serves_tls => {
+                return Err(invalid(
+                    "plain_listen",
+                    "only beside a TLS port (tls_cert and tls_key)",
+                ))
+            }
+            Some(text) => {
+                let addr = text
+                    .parse::<SocketAddr>()
+                    .map_err(|_| invalid("plain_listen", format!("'{text}' is not an IP:PORT address")))?;
+                if dev_mode && !addr.ip().is_loopback() {
+                    return Err(invalid("plain_listen", "dev mode serves loopback addresses only"));
+                }
+                Some(addr)
+            }
+            None => None,
+        };
+        let admin_tls = args.admin_tls || file.admin_tls.unwrap_or(false);
+        if admin_tls && (!serves_tls || admin_listen.is_none()) {
+            return Err(invalid("admin_tls", "needs admin_listen and a TLS port"));
+        }
         let config = Config {
             listen,
             admin_listen,
+            tls,
+            tls_self_signed,
+            plain_listen,
+            admin_tls,
             shards,
             backlog: positive("backlog", pick!(backlog).unwrap_or(4096))?,
             max_header_bytes: at_least("max_header_bytes", pick!(max_header_bytes).unwrap_or(8192), 256)?,

@@ -17,6 +17,7 @@ use crate::conn::queue::{Chunk, OutQueue};
 use crate::proto::close::CloseReason;
 use crate::proto::frame::{self, Control, Data, OpCode};
 use crate::sys::sockets;
+use crate::tls::session::Session;
 
 /// The handle of one connection, shared by its driver and by whatever
 /// writes to it (heartbeat, shutdown, fan-out). `fd` is only touched while
@@ -52,15 +53,23 @@ pub struct Conn {
     expiry_notified: Cell<bool>,
     /// What the connection does with client messages.
     role: Role,
-    /// The device id of a device connection (its token's `sub`).
-    device: Option<Rc<String>>,
+    /// A device's id and a TLS connection's session; boxed, so that a
+    /// plain, non-device connection pays 8 bytes for them.
+    extra: Option<Box<Extra>>,
     /// Topics this connection is subscribed to, to undo on close. A boxed
     /// slice (rebuilt on the rare change) keeps `Conn` in a smaller class.
     pub(crate) subscriptions: RefCell<Box<[Subscription]>>,
 }
 
 impl Conn {
-    pub fn new(key: u32, fd: RawFd, now: u32, spec: ConnSpec) -> Conn {
+    /// A connection on `fd`; `tls`: the session over it, after its handshake.
+    pub fn new(key: u32, fd: RawFd, now: u32, spec: ConnSpec, tls: Option<Session>) -> Conn {
+        let extra = (spec.device.is_some() || tls.is_some()).then(|| {
+            Box::new(Extra {
+                device: spec.device,
+                tls: tls.map(RefCell::new),
+            })
+        });
         Conn {
             key,
             fd,
@@ -74,7 +83,7 @@ impl Conn {
             strikes: Cell::new(0),
             close_reason: Cell::new(NO_REASON),
             subscriptions: RefCell::new(Box::default()),
-            device: spec.device,
+            extra,
             role: spec.role,
             exp: Cell::new(spec.exp),
             expiry_notified: Cell::new(false),
@@ -87,7 +96,12 @@ impl Conn {
 
     /// The device id of a device connection.
     pub fn device(&self) -> Option<&str> {
-        self.device.as_deref().map(String::as_str)
+        self.extra.as_ref()?.device.as_deref().map(String::as_str)
+    }
+
+    /// The TLS session of a connection on the TLS port.
+    pub fn tls(&self) -> Option<&RefCell<Session>> {
+        self.extra.as_ref()?.tls.as_ref()
     }
 
     /// Slow-consumer policy: device monitors first keep only the newest
@@ -139,6 +153,11 @@ impl Conn {
             queue.push(chunk, 0);
             return;
         }
+        if let Some(tls) = self.tls() {
+            drop(out);
+            self.push_tls(tls, chunk);
+            return;
+        }
         let bytes = chunk.bytes();
         let sent = match sockets::send(self.fd, bytes) {
             Ok(n) if n == bytes.len() => return,
@@ -171,8 +190,12 @@ impl Conn {
         self.out.borrow().as_ref().map_or(0, |q| q.bytes())
     }
 
+    /// Frames or (TLS) ciphertext wait for the socket.
     pub(crate) fn has_queued(&self) -> bool {
         self.out.borrow().is_some()
+            || self
+                .tls()
+                .is_some_and(|tls| tls.try_borrow().map_or(true, |s| s.pending()))
     }
 
     /// Starts the close handshake: sends a close frame for `reason`, then
@@ -296,6 +319,12 @@ impl Conn {
             _ => {}
         }
     }
+}
+
+/// What only some connections have (see `Conn::extra`).
+struct Extra {
+    device: Option<Rc<String>>,
+    tls: Option<RefCell<Session>>,
 }
 
 /// `client_type` of a connection without one.

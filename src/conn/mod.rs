@@ -6,4 +6,5 @@ pub mod handle;
 pub mod parts;
 pub mod queue;
 pub mod rate;
+pub mod secure;
 pub mod send;

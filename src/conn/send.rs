@@ -39,6 +39,9 @@ impl Conn {
             };
         }
         drop(out);
+        if let Some(tls) = self.tls() {
+            return self.send_shared_tls(tls, events, max_queue, close_deadline);
+        }
         let result = if let [event] = events {
             sockets::send(self.fd, event.frame())
         } else {
@@ -54,8 +57,9 @@ impl Conn {
 
     /// Whether `send_shared` would write to the socket now (open, nothing
     /// queued): the batched io_uring path then sends for it.
+    /// TLS connections encrypt first, so they never are.
     pub fn direct_ready(&self) -> bool {
-        self.state.get() == State::Open && !self.has_queued()
+        self.state.get() == State::Open && !self.has_queued() && self.tls().is_none()
     }
 
     /// The socket, for the batched io_uring send path.
@@ -108,7 +112,7 @@ impl Conn {
     /// Whether `queue` is past `max_queue` after this connection's policy:
     /// a monitor first drops statuses superseded by newer ones. Also
     /// returns the frames so dropped.
-    fn over_limit(&self, queue: &mut OutQueue, max_queue: usize) -> (bool, u32) {
+    pub(super) fn over_limit(&self, queue: &mut OutQueue, max_queue: usize) -> (bool, u32) {
         if queue.bytes() <= max_queue {
             return (false, 0);
         }
@@ -123,7 +127,7 @@ impl Conn {
     /// Drops what this reader is behind on (keeping a partly written frame
     /// so the stream stays valid) and closes with 1008 "slow consumer".
     /// Returns the frames discarded.
-    fn slow_consumer(&self, close_deadline: u32) -> u32 {
+    pub(super) fn slow_consumer(&self, close_deadline: u32) -> u32 {
         let discarded = self
             .out
             .borrow_mut()
@@ -135,7 +139,7 @@ impl Conn {
 }
 
 /// The queue entry for a shared event: device statuses stay replaceable.
-fn chunk(event: &impl Published) -> Chunk {
+pub(super) fn chunk(event: &impl Published) -> Chunk {
     match event.device() {
         Some(device) => Chunk::Status(Arc::clone(event.frame()), Arc::clone(device)),
         None => Chunk::Shared(Arc::clone(event.frame())),

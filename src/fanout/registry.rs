@@ -86,7 +86,7 @@ mod tests {
     use super::*;
 
     fn conn(key: u32) -> Rc<Conn> {
-        Rc::new(Conn::new(key, -1, 0, crate::conn::handle::ConnSpec::echo()))
+        Rc::new(Conn::new(key, -1, 0, crate::conn::handle::ConnSpec::echo(), None))
     }
 
     #[test]

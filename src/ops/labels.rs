@@ -15,6 +15,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "too_many_connections",
     "not_found",
     "method_not_allowed",
+    "tls",
     "other",
 ];
 

@@ -30,6 +30,9 @@ pub const HISTORY_STREAMS: &str = "shardcast_history_streams";
 pub const HISTORY_EVICTED: &str = "shardcast_history_evicted_total";
 pub const FANOUT: &str = "shardcast_fanout_latency_seconds";
 pub const HANDSHAKE: &str = "shardcast_handshake_duration_seconds";
+pub const TLS_MODE: &str = "shardcast_tls_mode";
+pub const TLS_RELOADS: &str = "shardcast_tls_reloads_total";
+pub const TLS_NOT_AFTER: &str = "shardcast_tls_certificate_not_after_seconds";
 
 /// Upper bounds (seconds) of the `_bucket` series.
 const BUCKETS: &[f64] = &[
@@ -161,6 +164,42 @@ pub fn prometheus(board: &Board) -> String {
     ] {
         header(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(mode) = board.tls.mode.get() {
+        header(
+            &mut out,
+            TLS_MODE,
+            "gauge",
+            "How each shard makes TLS records (userspace: rustls; kernel: kTLS).",
+        );
+        for s in 0..shards {
+            let _ = writeln!(out, "{TLS_MODE}{{shard=\"{s}\",mode=\"{mode}\"}} 1");
+        }
+        header(
+            &mut out,
+            TLS_RELOADS,
+            "counter",
+            "Certificate reloads (SIGHUP), by result.",
+        );
+        let (ok, failed) = (&board.tls.reloads, &board.tls.reload_failures);
+        let _ = writeln!(
+            out,
+            "{TLS_RELOADS}{{result=\"ok\"}} {}",
+            ok.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{TLS_RELOADS}{{result=\"failed\"}} {}",
+            failed.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            TLS_NOT_AFTER,
+            "gauge",
+            "When the certificate in use expires (Unix seconds).",
+        );
+        let not_after = board.tls.not_after.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "{TLS_NOT_AFTER} {not_after}");
     }
     by_reason(
         &mut out,

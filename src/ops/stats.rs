@@ -180,6 +180,18 @@ pub struct Board {
     /// With a broker: this node's id and every live node of the cluster
     /// (set by the broker thread each tick).
     cluster: std::sync::Mutex<Option<Cluster>>,
+    /// The TLS port, when one is configured.
+    pub tls: TlsBoard,
+}
+
+/// The TLS port's facts for /metrics: how records are made (set once at
+/// start-up), reloads by outcome, the certificate's `notAfter`.
+#[derive(Default)]
+pub struct TlsBoard {
+    pub mode: std::sync::OnceLock<&'static str>,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    pub not_after: AtomicU64,
 }
 
 /// The cluster as the broker last read it.
@@ -264,6 +276,7 @@ impl Board {
             started: Instant::now(),
             history: Default::default(),
             cluster: std::sync::Mutex::new(None),
+            tls: TlsBoard::default(),
         }
     }
 

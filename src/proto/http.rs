@@ -2,8 +2,8 @@
 //! size capped, `Content-Length` bodies only), and write responses. Every
 //! rejection of a peer's request becomes a status and a short JSON body here.
 
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -116,7 +116,7 @@ impl HttpError {
 /// on return it holds whatever followed the request (pipelined requests, or
 /// the first WebSocket frames after an upgrade request).
 pub async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     config: &Config,
 ) -> Result<Request, HttpError> {
@@ -143,7 +143,11 @@ pub async fn read_request(
 
 /// Reads at most `want` more bytes into `buf`; `Closed` on EOF. Cancel-safe:
 /// if the read is dropped (a timeout), `buf` keeps only what had arrived.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize) -> Result<(), HttpError> {
+async fn read_more(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> Result<(), HttpError> {
     let start = buf.len();
     let mut fill = Filled { buf, keep: start };
     fill.buf.resize(start + want.clamp(1, 64 * 1024), 0);
@@ -331,9 +335,10 @@ pub fn strip_body(response: &mut Vec<u8>) {
     }
 }
 
-/// Writes `bytes` fully.
-pub async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    stream.write_all(bytes).await
+/// Writes `bytes` fully (for TLS: until the ciphertext is out).
+pub async fn write_all(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 #[cfg(test)]

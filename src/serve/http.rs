@@ -19,6 +19,9 @@ use crate::ops::latency::record;
 use crate::proto::http::{self, HttpError, Request};
 use crate::serve::ws;
 use crate::shard::Shard;
+use crate::sys::sockets;
+use crate::tls::session::{Session, TlsError};
+use crate::tls::stream::{tls_error, Stream};
 
 /// How long a keep-alive connection may wait for its next request while at
 /// least three quarters of `max_sockets` are open (else `handshake_timeout`).
@@ -32,8 +35,42 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 /// descriptors `sys::limits` keeps free for answers).
 const MAX_LINGERING: u32 = 8;
 
+/// How long a refused TLS socket may take to finish its handshake and send
+/// its request, so that the 503 can be encrypted for it.
+const TLS_REFUSAL_WAIT: Duration = Duration::from_secs(1);
+
+/// The session for a socket accepted on a TLS port (`None`: plain).
+fn open(shard: &Shard, tcp: TcpStream, tls: bool) -> Option<Stream> {
+    if !tls {
+        return Some(Stream::Plain(tcp));
+    }
+    let keys = shard.tls.as_ref()?;
+    match Session::new(keys.config()) {
+        Ok(session) => Some(Stream::tls(tcp, session)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot start a TLS session");
+            None
+        }
+    }
+}
+
 /// Answers a socket past `max_sockets` with 503 at once and closes it.
-pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn refuse_socket(shard: Rc<Shard>, tcp: TcpStream, tls: bool) {
+    let Some(mut stream) = open(&shard, tcp, tls) else {
+        return;
+    };
+    if stream.is_tls() {
+        // A TLS client must finish its handshake before it can read an
+        // answer: wait (briefly) for the first bytes of its request.
+        let mut first = [0u8; 1];
+        let read = glommio::timer::timeout(TLS_REFUSAL_WAIT, async {
+            Ok(futures_lite::AsyncReadExt::read(&mut stream, &mut first).await)
+        })
+        .await;
+        if !matches!(read, Ok(Ok(1))) {
+            return;
+        }
+    }
     let message = format!("server at its socket limit ({})", shard.config.max_sockets);
     let reply = reject(
         &shard,
@@ -67,7 +104,7 @@ pub async fn refuse_socket(shard: Rc<Shard>, mut stream: TcpStream) {
 /// close silently (peer gone, idle); `Err(Some(reply))`: answer, then close.
 async fn next_request(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
 ) -> Result<Request, Option<Vec<u8>>> {
     let config = &shard.config;
@@ -79,6 +116,10 @@ async fn next_request(
             glommio::timer::timeout(slice, async { Ok(http::read_request(stream, buf, config).await) }).await;
         match read {
             Ok(Ok(request)) => return Ok(request),
+            Ok(Err(HttpError::Io(error))) if tls_error(&error).is_some() => {
+                refuse_tls(shard, stream, tls_error(&error));
+                return Err(None);
+            }
             Ok(Err(error)) => {
                 if let Some((status, code)) = error.status() {
                     tracing::debug!(%error, "rejecting request");
@@ -106,11 +147,33 @@ async fn next_request(
     }
 }
 
-/// Serves `stream` until it closes, times out or upgrades. `slot` counts
-/// the socket against `max_sockets` (none on the admin port).
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, slot: Option<SocketSlot>) {
+/// Counts a socket that failed its TLS handshake; one that sent plain HTTP
+/// to the TLS port is told so in plain HTTP (as nginx does).
+fn refuse_tls(shard: &Shard, stream: &Stream, error: Option<&TlsError>) {
+    let message = match error {
+        Some(TlsError::NotTls { http: true }) => {
+            "a plain HTTP request was sent to the TLS port; use https:// or wss://"
+        }
+        Some(TlsError::NotTls { http: false }) => "not a TLS ClientHello",
+        _ => "TLS handshake failed",
+    };
+    tracing::debug!(?error, "closing a TLS session");
+    let reply = reject(shard, 400, "tls", message, false, &[]);
+    if matches!(error, Some(TlsError::NotTls { http: true })) {
+        // Small enough for an empty socket buffer; best effort.
+        let _ = sockets::send(stream.as_raw_fd(), &reply);
+    }
+}
+
+/// Serves a socket until it closes, times out or upgrades: `tls` when it
+/// was accepted on a TLS port. `slot` counts the socket against
+/// `max_sockets` (none on the admin port).
+pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, port: route::Port, slot: Option<SocketSlot>, tls: bool) {
     let accepted = Instant::now();
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let Some(mut stream) = open(&shard, tcp, tls) else {
+        return;
+    };
     let mut buf = Vec::new();
     loop {
         if shard.draining() {
@@ -173,12 +236,18 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, port: route::Port, s
 /// this shard: no event can fall between them or arrive twice.
 fn start_connection(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Stream,
     up: Upgrade,
-    leftover: Vec<u8>,
+    mut leftover: Vec<u8>,
     socket: Option<SocketSlot>,
 ) {
-    let conn = shard.register(stream.as_raw_fd(), up.spec());
+    let (stream, tls) = stream.into_parts();
+    let session = tls.map(|(session, plain)| {
+        // Decrypted bytes not read yet follow what the request left over.
+        leftover.extend_from_slice(&plain);
+        *session
+    });
+    let conn = shard.register(stream.as_raw_fd(), up.spec(), session);
     let joined = shard.join(&conn, &up.topics, &up.since);
     if let Some(connected) = up.connected(&joined) {
         conn.send(Chunk::Shared(connected));

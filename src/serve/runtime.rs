@@ -30,18 +30,26 @@ fn listener_from(fd: OwnedFd) -> TcpListener {
     unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }
 }
 
+/// One shard's listening sockets: the public port (TLS when a certificate
+/// is configured), an opt-in plain public port beside it, the admin port.
+pub struct Listeners {
+    pub public: OwnedFd,
+    pub plain: Option<OwnedFd>,
+    pub admin: Option<OwnedFd>,
+}
+
 /// Runs shard `id` on the current executor until `shutdown` fires and the
 /// drain completes.
 pub async fn run(
     id: usize,
     shared: Shared,
-    listener: OwnedFd,
-    admin: Option<OwnedFd>,
+    listeners: Listeners,
     events: flume::Receiver<Arc<Batch>>,
     shutdown: flume::Receiver<()>,
 ) {
-    let listener = listener_from(listener);
-    let admin = admin.map(listener_from);
+    let listener = listener_from(listeners.public);
+    let plain = listeners.plain.map(listener_from);
+    let admin = listeners.admin.map(listener_from);
     let (shard, local_publishes) = Shard::new(id, shared);
     let shard = Rc::new(shard);
     // One task forwards this shard's own publishes into the broadcast
@@ -71,18 +79,22 @@ pub async fn run(
         .map(|task| task.detach())
         .map_err(|e| tracing::error!(shard = id, error = %e, "cannot start the dispatcher"))
         .ok();
-    let public = accept_loop(shard.clone(), &listener, Port::Public);
-    let internal = async {
-        match &admin {
-            Some(admin) => accept_loop(shard.clone(), admin, Port::Admin).await,
-            None => std::future::pending().await,
-        }
-    };
-    futures_lite::future::or(futures_lite::future::or(public, internal), async {
+    let tls = shard.tls.is_some();
+    let public = accept_loop(shard.clone(), &listener, Port::Public, tls);
+    let beside = optional(shard.clone(), plain.as_ref(), Port::Public, false);
+    let internal = optional(
+        shard.clone(),
+        admin.as_ref(),
+        Port::Admin,
+        tls && shard.config.admin_tls,
+    );
+    let all = futures_lite::future::or(public, futures_lite::future::or(beside, internal));
+    futures_lite::future::or(all, async {
         let _ = shutdown.recv_async().await;
     })
     .await;
     drop(listener);
+    drop(plain);
     drop(admin);
     drain(&shard).await;
     sweeper.cancel();
@@ -92,17 +104,26 @@ pub async fn run(
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener, port: Port) {
+/// The accept loop of a listener that may not exist (then: never ends).
+async fn optional(shard: Rc<Shard>, listener: Option<&TcpListener>, port: Port, tls: bool) {
+    match listener {
+        Some(listener) => accept_loop(shard, listener, port, tls).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts sockets on `listener` (speaking TLS when `tls`) until cancelled.
+async fn accept_loop(shard: Rc<Shard>, listener: &TcpListener, port: Port, tls: bool) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok(stream) if port == Port::Admin => {
-                glommio::spawn_local(http::serve(shard.clone(), stream, port, None)).detach();
+                glommio::spawn_local(http::serve(shard.clone(), stream, port, None, tls)).detach();
             }
             Ok(stream) => {
                 let task = match SocketSlot::take(&shard.board, shard.config.max_sockets) {
-                    Some(slot) => http::serve(shard.clone(), stream, port, Some(slot)).boxed_local(),
-                    None => http::refuse_socket(shard.clone(), stream).boxed_local(),
+                    Some(slot) => http::serve(shard.clone(), stream, port, Some(slot), tls).boxed_local(),
+                    None => http::refuse_socket(shard.clone(), stream, tls).boxed_local(),
                 };
                 glommio::spawn_local(task).detach();
             }

@@ -23,6 +23,8 @@ use crate::proto::decode::{Message, ProtocolError, Receiver};
 use crate::proto::frame::{self, Control, Data, OpCode};
 use crate::shard::{Shard, Since};
 use crate::sys::sockets::{self, MAX_IOVECS};
+use crate::tls::session::FdWriter;
+use crate::tls::stream::ArmedWriter;
 
 /// Frames read per wake-up before the driver yields to other connections.
 const READ_BUDGET: usize = 16;
@@ -111,6 +113,11 @@ impl Future for Driver {
             if let Some(device) = this.conn.device() {
                 this.shard.announce_presence(device, "offline");
             }
+            if let Some(Ok(mut session)) = this.conn.tls().map(|tls| tls.try_borrow_mut()) {
+                // close_notify, best effort: the peer may be gone.
+                session.close_notify();
+                let _ = session.send(&mut FdWriter(this.stream.as_raw_fd()));
+            }
             // FIN rather than RST where the peer has read everything; the
             // descriptor itself closes when the task drops the stream.
             // SAFETY: shutdown(2) on the socket this driver owns.
@@ -164,7 +171,11 @@ impl Driver {
                 }
                 Poll::Ready(Ok(n)) => {
                     self.conn.last_seen.set(self.shard.clock());
-                    self.receive(&mut scratch[..n]);
+                    if self.conn.tls().is_none() {
+                        self.receive(&mut scratch[..n]);
+                    } else if self.receive_tls(&scratch[..n]).is_err() {
+                        return Poll::Ready(());
+                    }
                 }
             }
         }
@@ -179,6 +190,19 @@ impl Driver {
     /// Writes queued frames, many per syscall. Returns true when the socket
     /// is full and glommio will wake us once it drains.
     fn flush(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(tls) = self.conn.tls() {
+            let mut out = ArmedWriter {
+                stream: &mut self.stream,
+                cx,
+            };
+            return match self.conn.flush_tls(tls, &mut out) {
+                Ok(all_out) => !all_out,
+                Err(_) => {
+                    self.conn.kill();
+                    false
+                }
+            };
+        }
         loop {
             let mut out = self.conn.out.borrow_mut();
             let Some(queue) = out.as_mut() else {
@@ -208,6 +232,38 @@ impl Driver {
                     return false;
                 }
                 Poll::Pending => return true,
+            }
+        }
+    }
+
+    /// Decrypts `n` fresh bytes of a TLS connection and handles the
+    /// plaintext. `Err`: the session failed or the peer closed it (the
+    /// connection is dead).
+    fn receive_tls(&mut self, ciphertext: &[u8]) -> Result<(), ()> {
+        let plain = self.shard.plain.clone();
+        let mut plain = plain.borrow_mut();
+        plain.clear();
+        let fed = self
+            .conn
+            .tls()
+            .map(|tls| tls.borrow_mut().feed(ciphertext, &mut plain));
+        match fed {
+            Some(Ok(peer_closed)) => {
+                self.receive(&mut plain[..]);
+                if peer_closed && self.conn.state() == State::Open {
+                    self.conn.kill();
+                    return Err(());
+                }
+                Ok(())
+            }
+            _ => {
+                tracing::debug!(conn = self.conn.key, "closing on a TLS error");
+                if let Some(tls) = self.conn.tls() {
+                    // The alert rustls queued, best effort.
+                    let _ = tls.borrow_mut().send(&mut FdWriter(self.stream.as_raw_fd()));
+                }
+                self.conn.kill();
+                Err(())
             }
         }
     }

@@ -1,10 +1,10 @@
-//! Signals: SIGTERM and SIGINT are blocked in every thread and taken by one
-//! waiting thread, which tells each shard to drain. A second signal exits
-//! at once.
+//! Signals: SIGTERM, SIGINT and SIGHUP are blocked in every thread and
+//! taken by one waiting thread. The first SIGTERM/SIGINT tells each shard
+//! to drain, a second one exits at once; SIGHUP asks for a reload.
 
 use std::thread;
 
-/// Blocks SIGTERM and SIGINT in the calling thread; threads spawned after
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread; threads spawned after
 /// this inherit the mask, so only [`on_signal`]'s thread sees them.
 pub fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on a local, zero-initialised set.
@@ -13,14 +13,19 @@ pub fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
-/// Waits for the first signal in `set` and calls `first`; on a second one,
-/// exits the process with status 1.
-pub fn on_signal(set: libc::sigset_t, first: impl FnOnce(i32) + Send + 'static) {
+/// Calls `reload` on every SIGHUP; waits for the first other signal in
+/// `set` and calls `first`; on a second one, exits the process with status 1.
+pub fn on_signal(
+    set: libc::sigset_t,
+    first: impl FnOnce(i32) + Send + 'static,
+    reload: impl Fn() + Send + 'static,
+) {
     let spawned = thread::Builder::new().name("signals".into()).spawn(move || {
         let wait = || {
             let mut sig = 0;
@@ -28,8 +33,14 @@ pub fn on_signal(set: libc::sigset_t, first: impl FnOnce(i32) + Send + 'static) 
             unsafe { libc::sigwait(&set, &mut sig) };
             sig
         };
-        first(wait());
-        wait();
+        let stop = || loop {
+            match wait() {
+                libc::SIGHUP => reload(),
+                sig => return sig,
+            }
+        };
+        first(stop());
+        stop();
         tracing::warn!("second signal: exiting without waiting for the drain");
         std::process::exit(1);
     });

@@ -1,0 +1,132 @@
+//! The write path of a connection on the TLS port: frames are encrypted by
+//! its session (a run of frames as one record) and the ciphertext goes out
+//! with the same non-blocking `sendmsg` as plain frames, inline from
+//! whoever writes. What the socket does not take stays in the session as
+//! ciphertext (at most one flush's worth); frames arriving meanwhile wait
+//! in the connection's queue as plaintext (shared, conflatable, bounded by
+//! `max_queue_bytes`) and are encrypted by the driver when the socket drains.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Write};
+
+use crate::conn::handle::Conn;
+use crate::conn::parts::{Outcome, Published};
+use crate::conn::queue::{Chunk, OutQueue};
+use crate::conn::send::chunk;
+use crate::sys::sockets::MAX_IOVECS;
+use crate::tls::session::{FdWriter, Session};
+
+/// Queued plaintext encrypted per driver flush: 4 records' worth.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Where a run of frames is gathered to be encrypted as one record;
+    /// one per shard thread, reused (no allocation once grown).
+    static RUN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Conn {
+    /// `push` for a TLS connection with nothing queued.
+    pub(super) fn push_tls(&self, tls: &RefCell<Session>, chunk: Chunk) {
+        let mut session = tls.borrow_mut();
+        if session.pending() {
+            drop(session);
+            let mut queue = Box::<OutQueue>::default();
+            queue.push(chunk, 0);
+            *self.out.borrow_mut() = Some(queue);
+            self.wake();
+            return;
+        }
+        session.encrypt(chunk.bytes());
+        let sent = session.send(&mut FdWriter(self.fd));
+        drop(session);
+        match sent {
+            Ok(true) => {}
+            Ok(false) => self.wake(),
+            Err(_) => self.kill(),
+        }
+    }
+
+    /// `send_shared` for a TLS connection with nothing queued.
+    pub(super) fn send_shared_tls<E: Published>(
+        &self,
+        tls: &RefCell<Session>,
+        events: &[&E],
+        max_queue: usize,
+        close_deadline: u32,
+    ) -> Outcome {
+        let mut session = tls.borrow_mut();
+        if session.pending() {
+            drop(session);
+            let mut queue = Box::<OutQueue>::default();
+            for event in events {
+                queue.push(chunk(*event), 0);
+            }
+            let (over, conflated) = self.over_limit(&mut queue, max_queue);
+            *self.out.borrow_mut() = Some(queue);
+            if over {
+                return Outcome::SlowConsumer {
+                    discarded: self.slow_consumer(close_deadline) + conflated,
+                };
+            }
+            self.wake();
+            return Outcome::Queued { conflated };
+        }
+        match events {
+            [event] => session.encrypt(event.frame()),
+            run => RUN.with(|scratch| {
+                let frames = run.iter().map(|event| &event.frame()[..]);
+                session.encrypt_run(frames, &mut scratch.borrow_mut());
+            }),
+        }
+        let sent = session.send(&mut FdWriter(self.fd));
+        drop(session);
+        match sent {
+            Ok(true) => Outcome::Written,
+            Ok(false) => {
+                self.wake();
+                Outcome::Queued { conflated: 0 }
+            }
+            Err(_) => {
+                self.kill();
+                Outcome::Dropped
+            }
+        }
+    }
+
+    /// The driver's flush of a TLS connection: sends waiting ciphertext,
+    /// then encrypts queued frames (up to [`FLUSH_BYTES`] at a time) and
+    /// sends them, until all is out (`Ok(true)`) or the socket is full
+    /// (`Ok(false)`; `out` armed the wake-up).
+    pub fn flush_tls(&self, tls: &RefCell<Session>, out: &mut impl Write) -> io::Result<bool> {
+        loop {
+            let mut session = tls.borrow_mut();
+            if !session.send(out)? {
+                return Ok(false);
+            }
+            let mut slot = self.out.borrow_mut();
+            let Some(queue) = slot.as_mut() else {
+                return Ok(true);
+            };
+            if queue.is_empty() {
+                *slot = None;
+                return Ok(true);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = queue.io_slices(&mut slices);
+            let taken = RUN.with(|scratch| {
+                let mut run = scratch.borrow_mut();
+                run.clear();
+                for slice in &slices[..n] {
+                    if !run.is_empty() && run.len() + slice.len() > FLUSH_BYTES {
+                        break;
+                    }
+                    run.extend_from_slice(slice);
+                }
+                session.encrypt(&run);
+                run.len()
+            });
+            queue.consume(taken);
+        }
+    }
+}
