@@ -6,35 +6,6 @@ use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".ready");
-    if !ready.exists() {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3");
-        assert!(made.success(), "python3 -m venv failed");
-        let pip = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "websockets==15.0.1",
-                "PyJWT==2.10.1",
-            ])
-            .status()
-            .expect("pip");
-        assert!(pip.success(), "pip install websockets PyJWT failed");
-        std::fs::write(&ready, b"").unwrap();
-    }
-    python
-}
-
 #[test]
 fn python_websockets_and_pyjwt_clients() {
     let python = python();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -57,7 +58,13 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("shardcast listening on ") {
-                        let addr = addr.trim().parse().expect("listening address");
+                        // "ADDR", or "ADDR (TLS: https, wss)".
+                        let addr = addr
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .parse()
+                            .expect("listening address");
                         return Ok(Server {
                             child,
                             addr,
@@ -343,6 +350,16 @@ impl Publisher {
         Publisher::with_key(server, API_KEY)
     }
 
+    /// A publisher on another of the server's ports (admin, plain).
+    pub fn at(addr: SocketAddr) -> Publisher {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Publisher {
+            stream,
+            key: API_KEY.to_string(),
+        }
+    }
+
     pub fn with_key(server: &Server, key: &str) -> Publisher {
         Publisher {
             stream: server.tcp(),
@@ -595,4 +612,35 @@ pub fn percent_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The Python of `target/py-venv` (made on first use) with `websockets`
+/// and PyJWT installed.
+pub fn python() -> std::path::PathBuf {
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".ready");
+    if !ready.exists() {
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3");
+        assert!(made.success(), "python3 -m venv failed");
+        let pip = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "websockets==15.0.1",
+                "PyJWT==2.10.1",
+            ])
+            .status()
+            .expect("pip");
+        assert!(pip.success(), "pip install websockets PyJWT failed");
+        std::fs::write(&ready, b"").unwrap();
+    }
+    python
 }
