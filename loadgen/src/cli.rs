@@ -105,6 +105,11 @@ pub struct Args {
     /// Start a local `shardcast serve` on a free port and stop it afterwards.
     #[arg(long)]
     pub spawn: bool,
+    /// Connect with wss:// (TLS), trusting the CA (or self-signed
+    /// certificate) in this PEM file; the server name checked is
+    /// `localhost`. Publishes stay plain (the admin port, or --publish-target).
+    #[arg(long)]
+    pub tls_ca: Option<String>,
     /// The shardcast binary for --spawn (default: next to this binary).
     #[arg(long)]
     pub server_bin: Option<String>,

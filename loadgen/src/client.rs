@@ -9,13 +9,14 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
 
 use crate::offsets::{self, Offsets};
 use crate::payload;
 use crate::stats::{SeqTracker, WorkerStats};
+use crate::tls::Stream;
 
 /// What a worker process's connections connect to and expect.
 #[derive(Clone, Serialize, Deserialize)]
@@ -50,6 +51,9 @@ pub struct Plan {
     /// Global index of this worker's first connection, and how many it holds.
     pub first: usize,
     pub count: usize,
+    /// wss://: the CA file the server's certificate is checked against.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
 }
 
 impl Plan {
@@ -192,7 +196,7 @@ async fn reconnect(
 /// Connects from the next source address and completes the handshake.
 /// Returns the stream and any bytes read past the response head; the
 /// error is a one-line reason for the report.
-async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(TcpStream, Vec<u8>), String> {
+async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(Stream, Vec<u8>), String> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| format!("socket: {e}"))?;
     let source = plan.source_ips.get(index % plan.source_ips.len().max(1)).copied();
@@ -210,10 +214,11 @@ async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(TcpStream, V
     socket.set_tcp_nodelay(true).ok();
     // SAFETY: a socket we own, handed to glommio once; its first write
     // waits for the connect to complete.
-    let mut stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    let tcp = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
     let timeout = Duration::from_millis(plan.handshake_timeout_ms);
-    stream.set_write_timeout(Some(timeout)).ok();
-    stream.set_read_timeout(Some(timeout)).ok();
+    tcp.set_write_timeout(Some(timeout)).ok();
+    tcp.set_read_timeout(Some(timeout)).ok();
+    let mut stream = Stream::open(tcp, plan.tls_ca.as_deref()).await?;
     let request = format!(
         "GET {}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -255,12 +260,20 @@ async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(TcpStream, V
         return Err(refusal(&mut stream, &status, &head, buf[head_end..len].to_vec()).await);
     }
     let leftover = buf[head_end..len].to_vec();
-    stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    stream
+        .tcp()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
     Ok((stream, leftover))
 }
 
 /// "HTTP 503 Service Unavailable: {body}" for a refused upgrade.
-async fn refusal(stream: &mut TcpStream, status: &str, head: &str, mut body: Vec<u8>) -> String {
+async fn refusal(
+    stream: &mut (impl AsyncRead + Unpin),
+    status: &str,
+    head: &str,
+    mut body: Vec<u8>,
+) -> String {
     let length = head
         .lines()
         .find_map(|l| {
@@ -292,7 +305,7 @@ fn connect_error(e: &io::Error) -> String {
 }
 
 struct Reader {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     seqs: SeqTracker,
     offsets: Offsets,
@@ -474,6 +487,7 @@ mod tests {
             not_before_ns: 0,
             first: 0,
             count: 8,
+            tls_ca: None,
         };
         assert_eq!(plan.expected(0), 10);
         assert_eq!(plan.path_of(1), "/all");

@@ -18,6 +18,7 @@ mod report;
 mod scenario;
 mod server;
 mod stats;
+mod tls;
 mod worker;
 
 use std::process::ExitCode;

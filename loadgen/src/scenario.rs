@@ -82,6 +82,11 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     } else {
         spawned.iter().map(|s| (s.addr, s.pid())).unzip()
     };
+    // A spawned server with an admin port takes publishes there.
+    let publish_targets: Vec<SocketAddr> = match spawned.iter().map(|s| s.admin).collect::<Option<Vec<_>>>() {
+        Some(admins) if !admins.is_empty() => admins,
+        _ => targets.clone(),
+    };
     let target = targets[0];
     let plans = plans(kind, args, &targets, ips.clone(), device_count, nofile)?;
     let conns = args.conns as u64;
@@ -112,7 +117,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         let drop_deadline = (Instant::now() + Duration::from_secs(30 + conns / 1000)).min(hard_deadline);
         line.wait(&fleet, "dropping", drop_deadline, |v| v.connected == 0);
         line.finish();
-        let sender = start_publisher(args, &targets, rate)?;
+        let sender = start_publisher(args, &publish_targets, rate)?;
         sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         cpu_before = server::cpu_ticks_of(&server_pids);
         fleet.tell("reconnect");
@@ -144,7 +149,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         } else {
             std::thread::sleep(Duration::from_millis(200));
             cpu_before = server::cpu_ticks_of(&server_pids);
-            let sender = start_publisher(args, &targets, rate)?;
+            let sender = start_publisher(args, &publish_targets, rate)?;
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         }
         // Drain: wait until every connected connection has everything.
@@ -298,6 +303,7 @@ fn plans(
                 connect_concurrency: args.connect_concurrency,
                 connect_rate: args.connect_rate.map(|r| r / workers as f64),
                 handshake_timeout_ms: args.handshake_timeout_ms,
+                tls_ca: args.tls_ca.clone(),
                 not_before_ns: payload::now_ns(),
                 first,
                 count,

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 pub struct Spawned {
     child: Child,
     pub addr: SocketAddr,
+    /// Its admin port, when given one (`--server-arg=--admin-listen=…`):
+    /// the publish API lives there.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Spawned {
@@ -63,13 +66,19 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, String> {
         .map_err(|e| format!("cannot start {bin}: {e} (build it: cargo build --release)"))?;
     let stdout = child.stdout.take().ok_or("no server stdout")?;
     let mut lines = BufReader::new(stdout).lines();
+    let mut admin = None;
     let addr = loop {
         match lines.next() {
             Some(Ok(line)) => {
+                // "ADDR", or "ADDR (TLS: https, wss)".
+                let first = |rest: &str| rest.split_whitespace().next().unwrap_or("").parse().ok();
+                if let Some(rest) = line.strip_prefix("shardcast admin listening on ") {
+                    admin = first(rest);
+                }
                 if let Some(addr) = line.strip_prefix("shardcast listening on ") {
-                    match addr.trim().parse() {
-                        Ok(addr) => break addr,
-                        Err(_) => {
+                    match first(addr) {
+                        Some(addr) => break addr,
+                        None => {
                             let _ = child.kill();
                             return Err(format!("bad listening line from the server: {line}"));
                         }
@@ -84,7 +93,7 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, String> {
     };
     // Keep draining its stdout so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Ok(Spawned { child, addr })
+    Ok(Spawned { child, addr, admin })
 }
 
 /// utime + stime of `pid`, in clock ticks.
