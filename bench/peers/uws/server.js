@@ -6,7 +6,14 @@
 const uWS = require('@trufflesuite/uws-js-unofficial');
 
 const port = Number(process.argv[2] || 0);
-const app = uWS.App();
+// UWS_TLS_CERT/UWS_TLS_KEY: the WebSocket port is an SSLApp (uws-tls in
+// bench/compare); publishes then come in on a plain App beside it, which
+// publishes into the SSLApp's topic tree.
+const certFile = process.env.UWS_TLS_CERT;
+const app = certFile
+  ? uWS.SSLApp({ cert_file_name: certFile, key_file_name: process.env.UWS_TLS_KEY })
+  : uWS.App();
+const api = certFile ? uWS.App() : app;
 let nextId = 0;
 
 app.ws('/ws/:type', {
@@ -28,7 +35,7 @@ app.ws('/ws/:type', {
   message: (ws, message, isBinary) => {},
 });
 
-app.post('/api/v1/publish', (res, req) => {
+api.post('/api/v1/publish', (res, req) => {
   const chunks = [];
   res.onAborted(() => {});
   res.onData((chunk, last) => {
@@ -47,5 +54,13 @@ app.post('/api/v1/publish', (res, req) => {
 
 app.listen('127.0.0.1', port, (token) => {
   if (!token) { console.error('uws: cannot listen'); process.exit(1); }
-  console.log('uws listening on 127.0.0.1:' + uWS.us_socket_local_port(token));
+  const wsPort = uWS.us_socket_local_port(token);
+  if (api === app) {
+    console.log('uws listening on 127.0.0.1:' + wsPort);
+    return;
+  }
+  api.listen('127.0.0.1', 0, (apiToken) => {
+    if (!apiToken) { console.error('uws: cannot listen (publish port)'); process.exit(1); }
+    console.log('uws listening on 127.0.0.1:' + wsPort + ' publish on 127.0.0.1:' + uWS.us_socket_local_port(apiToken));
+  });
 });
