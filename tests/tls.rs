@@ -411,3 +411,47 @@ fn fanout_reaches_wss_and_plain_subscribers_in_order() {
         );
     }
 }
+
+#[test]
+fn a_tls_reader_that_never_reads_is_cut_as_a_slow_consumer() {
+    let pki = Pki::new("slow");
+    let (cert, key) = pki.server("srv", "ec", None);
+    let server = start(&cert, &key, &["--max-queue-bytes", "65536"]);
+    let client = pki.client("ca.pem");
+    let path = format!("/ws/user?token={}", token("slow", &["user"]));
+    let mut stuck = t::ws(server.addr, &client, &path);
+    next_with(&mut stuck, "\"connected\"");
+    let mut healthy = t::ws(server.addr, &client, &path);
+    next_with(&mut healthy, "\"connected\"");
+    let (batches, per_batch) = (100u64, 50u64);
+    let reader = std::thread::spawn(move || {
+        (0..batches * per_batch)
+            .map(|_| seq_of(&next_with(&mut healthy, "bulk.approved")).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let pad = "p".repeat(4000);
+    for b in 0..batches {
+        let items: Vec<String> = (b * per_batch..(b + 1) * per_batch)
+            .map(|seq| {
+                format!(r#"{{"topic":"all","event":"bulk.approved","data":{{"seq":{seq},"pad":"{pad}"}}}}"#)
+            })
+            .collect();
+        let body = format!(r#"{{"events":[{}]}}"#, items.join(","));
+        let (status, reply) = t::request(server.addr, &client, "POST", "/api/v1/publish/batch", &body);
+        assert_eq!(status, 202, "{reply}");
+    }
+    let seqs = reader.join().expect("the healthy reader");
+    assert!(
+        seqs.iter().copied().eq(0..batches * per_batch),
+        "the healthy TLS reader gets every event in order"
+    );
+    let cut = poll_until(Instant::now() + DEADLINE, || {
+        let (_, metrics) = t::request(server.addr, &client, "GET", "/metrics", "");
+        (metric_sum(&metrics, "shardcast_slow_consumer_disconnects_total", "") >= 1.0).then_some(())
+    });
+    assert!(
+        cut.is_some(),
+        "the reader that never reads is cut (20 MB sent, 64 KiB allowed)"
+    );
+    drop(stuck);
+}
