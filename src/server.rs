@@ -64,22 +64,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
                 source,
             }
         })?;
-    let (admin_fds, admin_addr): (Vec<Option<std::os::fd::OwnedFd>>, _) = match config.admin_listen {
-        Some(admin) => {
-            let (fds, addr) = sockets::bind_listeners(admin, config.shards, config.backlog)
-                .map_err(|source| ServerError::Bind { addr: admin, source })?;
-            (fds.into_iter().map(Some).collect(), Some(addr))
-        }
-        None => ((0..config.shards).map(|_| None).collect(), None),
-    };
-    let (plain_fds, plain_addr): (Vec<Option<std::os::fd::OwnedFd>>, _) = match config.plain_listen {
-        Some(plain) => {
-            let (fds, addr) = sockets::bind_listeners(plain, config.shards, config.backlog)
-                .map_err(|source| ServerError::Bind { addr: plain, source })?;
-            (fds.into_iter().map(Some).collect(), Some(addr))
-        }
-        None => ((0..config.shards).map(|_| None).collect(), None),
-    };
+    let (admin_fds, admin_addr) = bind_optional(config.admin_listen, &config)?;
+    let (plain_fds, plain_addr) = bind_optional(config.plain_listen, &config)?;
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
     if let Some(keys) = &tls {
         let mode = tls_mode(config.shards);
@@ -235,6 +221,21 @@ fn announce(
         );
     }
     let _ = out.flush();
+}
+
+/// One listener per shard on `addr`, if it is configured (else none each).
+fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    config: &Config,
+) -> Result<(Vec<Option<std::os::fd::OwnedFd>>, Option<std::net::SocketAddr>), ServerError> {
+    match addr {
+        Some(addr) => {
+            let (fds, bound) = sockets::bind_listeners(addr, config.shards, config.backlog)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            Ok((fds.into_iter().map(Some).collect(), Some(bound)))
+        }
+        None => Ok(((0..config.shards).map(|_| None).collect(), None)),
+    }
 }
 
 /// The TLS identity, if configured: read and checked now (a bad file stops

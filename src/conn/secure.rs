@@ -12,7 +12,6 @@ use std::io::{self, IoSlice, Write};
 use crate::conn::handle::Conn;
 use crate::conn::parts::{Outcome, Published};
 use crate::conn::queue::{Chunk, OutQueue};
-use crate::conn::send::chunk;
 use crate::sys::sockets::MAX_IOVECS;
 use crate::tls::session::{FdWriter, Session};
 
@@ -58,19 +57,7 @@ impl Conn {
         let mut session = tls.borrow_mut();
         if session.pending() {
             drop(session);
-            let mut queue = Box::<OutQueue>::default();
-            for event in events {
-                queue.push(chunk(*event), 0);
-            }
-            let (over, conflated) = self.over_limit(&mut queue, max_queue);
-            *self.out.borrow_mut() = Some(queue);
-            if over {
-                return Outcome::SlowConsumer {
-                    discarded: self.slow_consumer(close_deadline) + conflated,
-                };
-            }
-            self.wake();
-            return Outcome::Queued { conflated };
+            return self.queue_events(events, 0, max_queue, close_deadline);
         }
         match events {
             [event] => session.encrypt(event.frame()),

@@ -93,10 +93,22 @@ impl Conn {
         if first == events.len() {
             return Outcome::Written;
         }
+        self.queue_events(&events[first..], written, max_queue, close_deadline)
+    }
+
+    /// Starts the queue (nothing is queued yet) with `events`, of which the
+    /// first had `sent` bytes written already; applies the slow-consumer
+    /// policy and wakes the driver.
+    pub(super) fn queue_events<E: Published>(
+        &self,
+        events: &[&E],
+        sent: usize,
+        max_queue: usize,
+        close_deadline: u32,
+    ) -> Outcome {
         let mut queue = Box::<OutQueue>::default();
-        queue.push(chunk(events[first]), written);
-        for event in &events[first + 1..] {
-            queue.push(chunk(*event), 0);
+        for (i, event) in events.iter().enumerate() {
+            queue.push(chunk(*event), if i == 0 { sent } else { 0 });
         }
         let (over, conflated) = self.over_limit(&mut queue, max_queue);
         *self.out.borrow_mut() = Some(queue);
@@ -139,7 +151,7 @@ impl Conn {
 }
 
 /// The queue entry for a shared event: device statuses stay replaceable.
-pub(super) fn chunk(event: &impl Published) -> Chunk {
+fn chunk(event: &impl Published) -> Chunk {
     match event.device() {
         Some(device) => Chunk::Status(Arc::clone(event.frame()), Arc::clone(device)),
         None => Chunk::Shared(Arc::clone(event.frame())),
