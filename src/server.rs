@@ -208,16 +208,28 @@ fn announce(
         let token = token::mint_hs256(&claims, &config.jwt_secret).unwrap_or_default();
         let key = &config.api_key;
         let api = admin.unwrap_or(addr);
+        let (ws, web) = if tls { ("wss", "https") } else { ("ws", "http") };
+        let api_web = if admin.is_some() && !config.admin_tls {
+            "http"
+        } else {
+            web
+        };
+        let trust = self_signed.map(|c| c.pem_path.display().to_string());
+        let cacert = trust.as_ref().map_or(String::new(), |p| format!("--cacert {p} "));
+        let api_cacert = if api_web == "https" { cacert.as_str() } else { "" };
+        let py_env = trust
+            .as_ref()
+            .map_or(String::new(), |p| format!("SSL_CERT_FILE={p} "));
         let _ = write!(
             out,
             "\nDEV MODE: no --jwt-secret configured. Using the built-in dev secret and dev API key.\n\
              Loopback only; never use these values in production.\n\n\
              dev token (sub=dev-user, 24h):\n  {token}\n\
              dev API key:\n  {key}\n\n\
-             connect a client (pip install websockets):\n  python3 -m websockets 'ws://{addr}/ws/user?token={token}'\n\
-             publish an event:\n  curl -sS -X POST http://{api}/api/v1/publish -H 'Authorization: Bearer {key}' \
+             connect a client (pip install websockets):\n  {py_env}python3 -m websockets '{ws}://{addr}/ws/user?token={token}'\n\
+             publish an event:\n  curl -sS {api_cacert}-X POST {api_web}://{api}/api/v1/publish -H 'Authorization: Bearer {key}' \
              -H 'Content-Type: application/json' -d '{{\"topic\":\"all\",\"event\":\"hello\",\"data\":{{\"text\":\"hi\"}}}}'\n\
-             health and stats:\n  curl -sS http://{addr}/health\n  curl -sS http://{addr}/ws/stats\n\n"
+             health and stats:\n  curl -sS {cacert}{web}://{addr}/health\n  curl -sS {cacert}{web}://{addr}/ws/stats\n\n"
         );
     }
     let _ = out.flush();

@@ -455,3 +455,45 @@ fn a_tls_reader_that_never_reads_is_cut_as_a_slow_consumer() {
     );
     drop(stuck);
 }
+
+#[test]
+fn a_self_signed_dev_certificate_is_announced_and_the_admin_port_can_speak_tls() {
+    let server = Server::start(&[
+        "--tls-self-signed",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-tls",
+    ]);
+    let out = server.stdout.lock().unwrap().clone();
+    let pem = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PEM: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the PEM path is printed")
+        .to_string();
+    let fingerprint = out
+        .lines()
+        .find_map(|l| l.split("SHA-256 ").nth(1))
+        .expect("the fingerprint is printed")
+        .trim()
+        .to_string();
+    let client = t::client_trusting(std::path::Path::new(&pem));
+    let tls = t::connect(server.addr, &client).expect("the printed certificate is the one served");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &t::peer_cert(&tls));
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(hex.join(":"), fingerprint);
+    assert_eq!(t::request(server.addr, &client, "GET", "/health", "").0, 200);
+    // --admin-tls: the admin port says so and serves the publish API over TLS.
+    let admin: SocketAddr = out
+        .lines()
+        .find_map(|l| l.strip_prefix("shardcast admin listening on "))
+        .filter(|rest| rest.contains("(TLS: https)"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("the admin line says TLS");
+    let publish = r#"{"topic":"all","event":"x","data":{}}"#;
+    assert_eq!(
+        t::request(admin, &client, "POST", "/api/v1/publish", publish).0,
+        202
+    );
+    let _ = std::fs::remove_file(&pem);
+}

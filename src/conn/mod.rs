@@ -1,6 +1,6 @@
 //! One WebSocket connection as the rest of the server sees it: the shared
 //! handle (with its single close state machine), its bounded outbound
-//! queue, and its publish budget.
+//! queue, its publish budget, and on the TLS port its encrypted write path.
 
 pub mod handle;
 pub mod parts;
