@@ -343,9 +343,24 @@ fn garbage_and_plain_http_on_the_tls_port_are_refused_and_counted() {
 
 #[test]
 fn fanout_reaches_wss_and_plain_subscribers_in_order() {
-    let pki = Pki::new("fanout");
+    fanout_to_wss_and_plain_with("fanout", &[]);
+}
+
+/// The same with one sendmsg per recipient (`--send-path direct`) instead
+/// of io_uring batches (TLS runs then go out inline, not sealed per slot).
+#[test]
+fn fanout_reaches_wss_and_plain_subscribers_in_order_direct() {
+    fanout_to_wss_and_plain_with("fanout-direct", &["--send-path", "direct"]);
+}
+
+fn fanout_to_wss_and_plain_with(name: &str, extra: &[&str]) {
+    let pki = Pki::new(name);
     let (cert, key) = pki.server("srv", "ec", None);
-    let server = start(&cert, &key, &["--plain-listen", "127.0.0.1:0"]);
+    let server = start(
+        &cert,
+        &key,
+        &[&["--plain-listen", "127.0.0.1:0"][..], extra].concat(),
+    );
     let plain: SocketAddr = poll_until(Instant::now() + DEADLINE, || {
         let out = server.stdout.lock().unwrap().clone();
         let line = out
@@ -414,9 +429,22 @@ fn fanout_reaches_wss_and_plain_subscribers_in_order() {
 
 #[test]
 fn a_tls_reader_that_never_reads_is_cut_as_a_slow_consumer() {
-    let pki = Pki::new("slow");
+    slow_tls_reader_with("slow", &[]);
+}
+
+#[test]
+fn a_tls_reader_that_never_reads_is_cut_as_a_slow_consumer_direct() {
+    slow_tls_reader_with("slow-direct", &["--send-path", "direct"]);
+}
+
+fn slow_tls_reader_with(name: &str, extra: &[&str]) {
+    let pki = Pki::new(name);
     let (cert, key) = pki.server("srv", "ec", None);
-    let server = start(&cert, &key, &["--max-queue-bytes", "65536"]);
+    let server = start(
+        &cert,
+        &key,
+        &[&["--max-queue-bytes", "65536"][..], extra].concat(),
+    );
     let client = pki.client("ca.pem");
     let path = format!("/ws/user?token={}", token("slow", &["user"]));
     let mut stuck = t::ws(server.addr, &client, &path);

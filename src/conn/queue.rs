@@ -16,13 +16,17 @@ pub enum Chunk {
     /// A shared device-status frame: a newer one for the same device may
     /// replace it while queued (conflation).
     Status(Arc<[u8]>, Arc<str>),
+    /// TLS records already encrypted (the rest of a batched send the socket
+    /// did not take): sent as they are, never dropped, since a TLS stream
+    /// with a record missing is broken. Only ever the head of a queue.
+    Sealed(Vec<u8>),
 }
 
 impl Chunk {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Shared(b) | Chunk::Status(b, _) => b,
-            Chunk::Owned(b) => b,
+            Chunk::Owned(b) | Chunk::Sealed(b) => b,
         }
     }
 }
@@ -95,7 +99,8 @@ impl OutQueue {
     /// Returns the frames dropped.
     pub fn keep_partial_head(&mut self) -> usize {
         let frames = self.chunks.len();
-        if self.head_sent == 0 {
+        let sealed = matches!(self.chunks.front(), Some(Chunk::Sealed(_)));
+        if self.head_sent == 0 && !sealed {
             self.clear();
             return frames;
         }
@@ -128,6 +133,14 @@ impl OutQueue {
         }
         self.chunks = kept;
         before - self.chunks.len()
+    }
+
+    /// The head chunk when it is already encrypted: its unsent bytes.
+    pub fn sealed_head(&self) -> Option<&[u8]> {
+        match self.chunks.front() {
+            Some(Chunk::Sealed(bytes)) => Some(&bytes[self.head_sent..]),
+            _ => None,
+        }
     }
 
     /// Forgets every unsent frame (connection is going away).
@@ -191,6 +204,18 @@ mod tests {
         // The partly written head ("a1", 1 byte sent) stays; order is kept.
         assert_eq!(drain(&q), b"1ponga3b2");
         assert_eq!(q.bytes(), drain(&q).len());
+    }
+
+    #[test]
+    fn a_sealed_head_is_never_dropped() {
+        let mut q = OutQueue::default();
+        q.push(Chunk::Sealed(b"records".to_vec()), 0);
+        q.push(Chunk::Owned(b"later".to_vec()), 0);
+        assert_eq!(q.sealed_head(), Some(&b"records"[..]));
+        assert_eq!(q.keep_partial_head(), 1, "only the plaintext after it goes");
+        assert_eq!(drain(&q), b"records");
+        q.consume(3);
+        assert_eq!(q.sealed_head(), Some(&b"ords"[..]));
     }
 
     #[test]

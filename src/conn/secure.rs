@@ -5,15 +5,19 @@
 //! ciphertext (at most one flush's worth); frames arriving meanwhile wait
 //! in the connection's queue as plaintext (shared, conflatable, bounded by
 //! `max_queue_bytes`) and are encrypted by the driver when the socket drains.
+//! The batched io_uring path seals a run into a buffer of its own instead
+//! ([`Conn::seal`]); what the socket does not take of it is queued as
+//! [`Chunk::Sealed`], ahead of anything else.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Write};
 
 use crate::conn::handle::Conn;
+use crate::conn::parts::State;
 use crate::conn::parts::{Outcome, Published};
 use crate::conn::queue::{Chunk, OutQueue};
 use crate::sys::sockets::MAX_IOVECS;
-use crate::tls::session::{FdWriter, Session};
+use crate::tls::session::{FdWriter, Session, VecWriter};
 
 /// Queued plaintext encrypted per driver flush: 4 records' worth.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -59,13 +63,7 @@ impl Conn {
             drop(session);
             return self.queue_events(events, 0, max_queue, close_deadline);
         }
-        match events {
-            [event] => session.encrypt(event.frame()),
-            run => RUN.with(|scratch| {
-                let frames = run.iter().map(|event| &event.frame()[..]);
-                session.encrypt_run(frames, &mut scratch.borrow_mut());
-            }),
-        }
+        encrypt(&mut session, events);
         let sent = session.send(&mut FdWriter(self.fd));
         drop(session);
         match sent {
@@ -79,6 +77,43 @@ impl Conn {
                 Outcome::Dropped
             }
         }
+    }
+
+    /// The session of a TLS connection that could take a batched send now:
+    /// open, nothing queued, no ciphertext waiting.
+    pub fn tls_ready(&self) -> Option<&RefCell<Session>> {
+        let tls = self.tls()?;
+        let idle = self.state.get() == State::Open && self.out.borrow().is_none();
+        (idle && tls.try_borrow().is_ok_and(|s| !s.pending())).then_some(tls)
+    }
+
+    /// Encrypts `events` (a run as one record) and moves the ciphertext
+    /// into `sealed`, for the batched send path.
+    pub fn seal<E: Published>(&self, tls: &RefCell<Session>, events: &[&E], sealed: &mut Vec<u8>) {
+        let mut session = tls.borrow_mut();
+        encrypt(&mut session, events);
+        let _ = session.send(&mut VecWriter(sealed));
+    }
+
+    /// After a batched send of `sealed` returned `result`: queues what the
+    /// socket did not take, or kills the connection on an error.
+    pub fn finish_sealed(&self, sealed: &[u8], result: io::Result<usize>) -> Outcome {
+        let written = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                self.kill();
+                return Outcome::Dropped;
+            }
+        };
+        if written >= sealed.len() {
+            return Outcome::Written;
+        }
+        let mut queue = Box::<OutQueue>::default();
+        queue.push(Chunk::Sealed(sealed[written..].to_vec()), 0);
+        *self.out.borrow_mut() = Some(queue);
+        self.wake();
+        Outcome::Queued { conflated: 0 }
     }
 
     /// The driver's flush of a TLS connection: sends waiting ciphertext,
@@ -99,11 +134,21 @@ impl Conn {
                 *slot = None;
                 return Ok(true);
             }
+            if let Some(records) = queue.sealed_head() {
+                match out.write(records) {
+                    Ok(n) => queue.consume(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = queue.io_slices(&mut slices);
             let taken = RUN.with(|scratch| {
                 let mut run = scratch.borrow_mut();
                 run.clear();
+                // A sealed chunk is only ever the head (handled above).
                 for slice in &slices[..n] {
                     if !run.is_empty() && run.len() + slice.len() > FLUSH_BYTES {
                         break;
@@ -115,5 +160,16 @@ impl Conn {
             });
             queue.consume(taken);
         }
+    }
+}
+
+/// Encrypts one event, or a run of them as one record.
+fn encrypt<E: Published>(session: &mut Session, events: &[&E]) {
+    match events {
+        [event] => session.encrypt(event.frame()),
+        run => RUN.with(|scratch| {
+            let frames = run.iter().map(|event| &event.frame()[..]);
+            session.encrypt_run(frames, &mut scratch.borrow_mut());
+        }),
     }
 }

@@ -5,6 +5,9 @@
 //! during the submit; the completions are reaped before the dispatcher
 //! moves on, and each goes through the same `Conn::finish_direct` as a
 //! direct send. A ring of its own per shard, used only by the dispatcher.
+//! A TLS recipient's run is sealed (encrypted) into the slot's own buffer
+//! and sent from there; what the socket does not take is queued as
+//! ciphertext (`Conn::finish_sealed`).
 
 use std::io;
 use std::rc::Rc;
@@ -31,6 +34,9 @@ pub struct UringSender {
     iovecs: Box<[libc::iovec]>,
     /// Completion result per slot of the current round (`None`: pending).
     results: Vec<Option<i32>>,
+    /// Per slot, the ciphertext of a TLS recipient's run (empty for a
+    /// plain one); capacity kept between rounds.
+    sealed: Vec<Vec<u8>>,
 }
 
 impl UringSender {
@@ -52,6 +58,7 @@ impl UringSender {
             msgs: vec![zero_msg; ENTRIES as usize].into_boxed_slice(),
             iovecs: vec![zero_iov; ENTRIES as usize * MAX_IOVECS].into_boxed_slice(),
             results: Vec::with_capacity(ENTRIES as usize),
+            sealed: vec![Vec::new(); ENTRIES as usize],
         })
     }
 
@@ -73,7 +80,13 @@ impl UringSender {
         let sent = &events[..events.len().min(MAX_IOVECS)];
         let mut failed = None;
         for conn in targets {
-            if failed.is_some() || !conn.direct_ready() {
+            let tls = conn.tls_ready();
+            let ready = if conn.tls().is_some() {
+                tls.is_some()
+            } else {
+                conn.direct_ready()
+            };
+            if failed.is_some() || !ready {
                 tally(conn.send_shared(events, max_queue, close_deadline));
                 continue;
             }
@@ -85,10 +98,22 @@ impl UringSender {
                 }
             }
             let slot = self.inflight.len();
-            let entry = self.entry(slot, conn.fd(), sent);
-            // SAFETY: the buffers (frames held by `events`, and this slot's
-            // msghdr/iovecs) outlive the SQE: `complete` reaps it before
-            // this function returns.
+            let entry = match tls {
+                Some(tls) => {
+                    let sealed = &mut self.sealed[slot];
+                    conn.seal(tls, events, sealed);
+                    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+                    opcode::Send::new(types::Fd(conn.fd()), sealed.as_ptr(), sealed.len() as u32)
+                        .flags(flags)
+                        .build()
+                        .user_data(slot as u64)
+                }
+                None => self.entry(slot, conn.fd(), sent),
+            };
+            // SAFETY: the buffers (frames held by `events`, this slot's
+            // msghdr/iovecs or sealed ciphertext) outlive the SQE: `complete`
+            // reaps it before this function returns, and nothing touches
+            // them until then.
             let pushed = unsafe { self.ring.submission().push(&entry) };
             if pushed.is_err() {
                 // Cannot happen (the ring holds ENTRIES); fall back anyway.
@@ -167,20 +192,33 @@ impl UringSender {
         }
         // Frames past the first MAX_IOVECS were not in the SQE: as after a
         // direct send, finish_direct queues them.
-        for (conn, result) in self.inflight.drain(..).zip(&self.results) {
+        for (slot, (conn, result)) in self.inflight.drain(..).zip(&self.results).enumerate() {
+            let sealed = std::mem::take(&mut self.sealed[slot]);
             let Some(result) = *result else {
                 conn.kill();
                 tally(Outcome::Dropped);
+                self.sealed[slot] = reuse(sealed);
                 continue;
             };
             let result = match result {
                 n if n >= 0 => Ok(n as usize),
                 e => Err(io::Error::from_raw_os_error(-e)),
             };
-            tally(conn.finish_direct(events, result, max_queue, close_deadline));
+            if sealed.is_empty() {
+                tally(conn.finish_direct(events, result, max_queue, close_deadline));
+            } else {
+                tally(conn.finish_sealed(&sealed, result));
+            }
+            self.sealed[slot] = reuse(sealed);
         }
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// An emptied buffer, its capacity kept for the next round.
+fn reuse(mut buf: Vec<u8>) -> Vec<u8> {
+    buf.clear();
+    buf
 }
 
 /// The ring failed; it must not be used again (see [`UringSender::send_run`]).

@@ -128,6 +128,30 @@ impl Session {
     }
 }
 
+/// A buffer as rustls's output: takes all ciphertext (the batched io_uring
+/// path sends it from there).
+pub struct VecWriter<'a>(pub &'a mut Vec<u8>);
+
+impl Write for VecWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut n = 0;
+        for buf in bufs {
+            self.0.extend_from_slice(buf);
+            n += buf.len();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The raw socket as rustls's output: non-blocking `sendmsg`, never SIGPIPE.
 pub struct FdWriter(pub RawFd);
 
