@@ -169,10 +169,16 @@ impl Conn {
                 return;
             }
         };
+        drop(out);
+        self.start_queue(chunk, sent);
+    }
+
+    /// Starts the queue (nothing is queued) with `chunk`, of which `sent`
+    /// bytes were written already, and wakes the driver to write the rest.
+    pub(super) fn start_queue(&self, chunk: Chunk, sent: usize) {
         let mut queue = Box::<OutQueue>::default();
         queue.push(chunk, sent);
-        *out = Some(queue);
-        drop(out);
+        *self.out.borrow_mut() = Some(queue);
         self.wake();
     }
 

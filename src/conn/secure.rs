@@ -15,7 +15,7 @@ use std::io::{self, IoSlice, Write};
 use crate::conn::handle::Conn;
 use crate::conn::parts::State;
 use crate::conn::parts::{Outcome, Published};
-use crate::conn::queue::{Chunk, OutQueue};
+use crate::conn::queue::Chunk;
 use crate::sys::sockets::MAX_IOVECS;
 use crate::tls::session::{FdWriter, Session, VecWriter};
 
@@ -34,10 +34,7 @@ impl Conn {
         let mut session = tls.borrow_mut();
         if session.pending() {
             drop(session);
-            let mut queue = Box::<OutQueue>::default();
-            queue.push(chunk, 0);
-            *self.out.borrow_mut() = Some(queue);
-            self.wake();
+            self.start_queue(chunk, 0);
             return;
         }
         session.encrypt(chunk.bytes());
@@ -83,8 +80,7 @@ impl Conn {
     /// open, nothing queued, no ciphertext waiting.
     pub fn tls_ready(&self) -> Option<&RefCell<Session>> {
         let tls = self.tls()?;
-        let idle = self.state.get() == State::Open && self.out.borrow().is_none();
-        (idle && tls.try_borrow().is_ok_and(|s| !s.pending())).then_some(tls)
+        (self.state.get() == State::Open && !self.has_queued()).then_some(tls)
     }
 
     /// Encrypts `events` (a run as one record) and moves the ciphertext
@@ -109,10 +105,7 @@ impl Conn {
         if written >= sealed.len() {
             return Outcome::Written;
         }
-        let mut queue = Box::<OutQueue>::default();
-        queue.push(Chunk::Sealed(sealed[written..].to_vec()), 0);
-        *self.out.borrow_mut() = Some(queue);
-        self.wake();
+        self.start_queue(Chunk::Sealed(sealed[written..].to_vec()), 0);
         Outcome::Queued { conflated: 0 }
     }
 

@@ -80,13 +80,9 @@ impl UringSender {
         let sent = &events[..events.len().min(MAX_IOVECS)];
         let mut failed = None;
         for conn in targets {
+            // A TLS recipient is sealed into the slot; a plain one sent as is.
             let tls = conn.tls_ready();
-            let ready = if conn.tls().is_some() {
-                tls.is_some()
-            } else {
-                conn.direct_ready()
-            };
-            if failed.is_some() || !ready {
+            if failed.is_some() || !(tls.is_some() || conn.direct_ready()) {
                 tally(conn.send_shared(events, max_queue, close_deadline));
                 continue;
             }

@@ -41,8 +41,6 @@ pub struct Keys {
     config: Arc<ServerConfig>,
     /// `notAfter` of the current certificate (Unix seconds).
     not_after: AtomicU64,
-    reloads: AtomicU64,
-    reloads_failed: AtomicU64,
 }
 
 /// A generated certificate: where its PEM was written and its SHA-256.
@@ -118,8 +116,6 @@ impl Keys {
             current,
             config: Arc::new(config),
             not_after: AtomicU64::new(not_after.max(0) as u64),
-            reloads: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
         })
     }
 
@@ -128,31 +124,18 @@ impl Keys {
         self.config.clone()
     }
 
-    /// Re-reads the files (SIGHUP). On failure the old pair stays in use and
-    /// the failure is counted; the error names the file and the problem.
+    /// Re-reads the files (SIGHUP). On failure the old pair stays in use;
+    /// the error names the file and the problem.
     pub fn reload(&self) -> Result<(), String> {
         let Source::Files { cert, key } = &self.source else {
             return Err("tls: a self-signed certificate has no files to reload".into());
         };
-        match read_pair(cert, key) {
-            Ok((pair, not_after)) => {
-                if let Ok(mut current) = self.current.0.write() {
-                    *current = Arc::new(pair);
-                }
-                self.not_after.store(not_after.max(0) as u64, Relaxed);
-                self.reloads.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(error) => {
-                self.reloads_failed.fetch_add(1, Relaxed);
-                Err(error)
-            }
+        let (pair, not_after) = read_pair(cert, key)?;
+        if let Ok(mut current) = self.current.0.write() {
+            *current = Arc::new(pair);
         }
-    }
-
-    /// Successful and failed reloads so far.
-    pub fn reload_counts(&self) -> (u64, u64) {
-        (self.reloads.load(Relaxed), self.reloads_failed.load(Relaxed))
+        self.not_after.store(not_after.max(0) as u64, Relaxed);
+        Ok(())
     }
 
     /// `notAfter` of the certificate in use, Unix seconds.

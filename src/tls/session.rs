@@ -102,11 +102,6 @@ impl Session {
         self.conn.wants_write()
     }
 
-    /// Whether the handshake is still going on.
-    pub fn handshaking(&self) -> bool {
-        self.conn.is_handshaking()
-    }
-
     /// Writes waiting ciphertext to `out` until it is all out (`Ok(true)`)
     /// or the socket is full (`Ok(false)`).
     pub fn send(&mut self, out: &mut impl Write) -> io::Result<bool> {
