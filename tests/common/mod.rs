@@ -50,8 +50,8 @@ impl Server {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        pump(child.stdout.take().unwrap(), stdout.clone(), Some(tx));
-        pump(child.stderr.take().unwrap(), stderr.clone(), None);
+        let out_pump = pump(child.stdout.take().unwrap(), stdout.clone(), Some(tx));
+        let err_pump = pump(child.stderr.take().unwrap(), stderr.clone(), None);
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -76,6 +76,10 @@ impl Server {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
+                    // The process is gone: its pipes reach EOF, so both
+                    // pumps end; wait for what they still hold.
+                    let _ = out_pump.join();
+                    let _ = err_pump.join();
                     let err = stderr.lock().unwrap().clone();
                     return Err(format!("stdout:\n{}\nstderr:\n{err}", stdout.lock().unwrap()));
                 }
@@ -154,7 +158,13 @@ impl Drop for Server {
     }
 }
 
-fn pump(src: impl Read + Send + 'static, sink: Arc<Mutex<String>>, lines: Option<mpsc::Sender<String>>) {
+/// Copies `src` into `sink` line by line (and to `lines`) until EOF; the
+/// thread's handle, to wait for everything a dead process printed.
+fn pump(
+    src: impl Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+    lines: Option<mpsc::Sender<String>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(src).lines() {
             let Ok(line) = line else { break };
@@ -164,7 +174,7 @@ fn pump(src: impl Read + Send + 'static, sink: Arc<Mutex<String>>, lines: Option
                 let _ = tx.send(line);
             }
         }
-    });
+    })
 }
 
 /// Calls `f` until it returns `Some`, or `None` once `deadline` passes.
