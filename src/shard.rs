@@ -80,6 +80,14 @@ pub struct Shard {
     lingering: Cell<u32>,
     /// Tasks waiting for this shard's dispatcher to deliver a batch.
     delivery_waiters: RefCell<Vec<Waker>>,
+    /// Set while the dispatcher is part-way through a round.
+    mid_round: Cell<bool>,
+    /// Joins waiting for the round to end (see [`Shard::between_rounds`]).
+    gap_waiters: RefCell<Vec<Waker>>,
+    /// How many of those have yet to take their turn, and the dispatcher
+    /// waiting for them to.
+    gap_pending: Cell<usize>,
+    gap_done: Cell<Option<Waker>>,
 }
 
 /// A client's last positions, from its `since` (topic, position).
@@ -119,6 +127,10 @@ impl Shard {
             refusals: RefCell::new(RefusalLog::default()),
             lingering: Cell::new(0),
             delivery_waiters: RefCell::new(Vec::new()),
+            mid_round: Cell::new(false),
+            gap_waiters: RefCell::new(Vec::new()),
+            gap_pending: Cell::new(0),
+            gap_done: Cell::new(None),
         };
         (shard, queued)
     }
@@ -220,6 +232,60 @@ impl Shard {
         self.broadcaster.sequencer().set_delivered(self.id, seq);
         for waker in self.delivery_waiters.borrow_mut().drain(..) {
             waker.wake();
+        }
+    }
+
+    /// Whether the dispatcher is part-way through a round.
+    pub fn mid_round(&self) -> bool {
+        self.mid_round.get()
+    }
+
+    /// Called by the dispatcher before it delivers a round in steps.
+    pub fn round_started(&self) {
+        self.mid_round.set(true);
+    }
+
+    /// Called by the dispatcher after a round: lets every join that waited
+    /// for it take its turn before the next round starts.
+    pub async fn round_ended(&self) {
+        self.mid_round.set(false);
+        let waiters = std::mem::take(&mut *self.gap_waiters.borrow_mut());
+        if waiters.is_empty() {
+            return;
+        }
+        for waker in waiters {
+            waker.wake();
+        }
+        std::future::poll_fn(|cx| {
+            if self.gap_pending.get() == 0 {
+                return Poll::Ready(());
+            }
+            self.gap_done.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves when the dispatcher is between rounds (at once, unless it
+    /// is part-way through one): a join must happen there, or the joiner
+    /// would be told positions before events the round gives only to some
+    /// subscribers. The caller joins in the same turn, with no await in
+    /// between.
+    pub fn between_rounds(&self) -> Gap<'_> {
+        Gap {
+            shard: self,
+            waiting: false,
+        }
+    }
+
+    /// One fewer join waits for the gap between rounds.
+    fn gap_taken(&self) {
+        let left = self.gap_pending.get().saturating_sub(1);
+        self.gap_pending.set(left);
+        if left == 0 {
+            if let Some(waker) = self.gap_done.take() {
+                waker.wake();
+            }
         }
     }
 
@@ -337,7 +403,7 @@ impl Shard {
     }
 
     /// Subscribes `conn` to `topic` (once).
-    pub fn subscribe(&self, conn: &Rc<Conn>, topic: &str) {
+    fn subscribe(&self, conn: &Rc<Conn>, topic: &str) {
         let mut registry = self.registry.borrow_mut();
         let mut subs = conn.subscriptions.borrow_mut();
         if let Some(id) = registry.id(topic) {
@@ -416,6 +482,44 @@ impl Shard {
     /// From now on, refuse new work (the drain has begun).
     pub fn start_draining(&self) {
         self.draining.set(true);
+    }
+}
+
+/// A join waiting for the gap between two dispatcher rounds
+/// ([`Shard::between_rounds`]). The dispatcher does not start the next
+/// round until every waiter it woke has taken its turn or was dropped.
+pub struct Gap<'a> {
+    shard: &'a Shard,
+    /// Counted in `gap_pending`.
+    waiting: bool,
+}
+
+impl std::future::Future for Gap<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let shard = self.shard;
+        if !shard.mid_round.get() {
+            if std::mem::take(&mut self.waiting) {
+                shard.gap_taken();
+            }
+            return Poll::Ready(());
+        }
+        if !self.waiting {
+            self.waiting = true;
+            shard.gap_pending.set(shard.gap_pending.get() + 1);
+            shard.counters().join_deferred();
+        }
+        shard.gap_waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Gap<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.shard.gap_taken();
+        }
     }
 }
 

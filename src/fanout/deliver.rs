@@ -1,7 +1,8 @@
 //! Deliver published batches to a shard's local subscribers. Consecutive
 //! events for one topic go to each subscriber in one vectored write; a
 //! subscriber with nothing queued is written inline, with no allocation,
-//! copy or task wake-up.
+//! copy or task wake-up. A round can be delivered in steps of bounded
+//! work ([`Round`]), so a large fan-out shares its core.
 
 use std::sync::Arc;
 
@@ -43,54 +44,117 @@ impl SendPath {
     }
 }
 
-/// Delivers `batches` in order to the subscribers in `registry`.
+/// Delivers `batches` in order to the subscribers in `registry`, all at once.
 pub fn deliver(
     registry: &Registry,
     batches: &[Arc<Batch>],
     policy: Policy,
     path: &mut SendPath,
 ) -> Delivered {
-    let mut done = Delivered::default();
-    let mut run: Vec<&Event> = Vec::new();
-    let mut run_topic: Option<&str> = None;
-    for event in batches.iter().flat_map(|b| b.events.iter()) {
-        if run_topic != Some(&event.topic) {
-            if let Some(topic) = run_topic {
-                deliver_run(registry, topic, &run, policy, path, &mut done);
-            }
-            run.clear();
-            run_topic = Some(&event.topic);
-        }
-        run.push(event);
-    }
-    if let Some(topic) = run_topic {
-        deliver_run(registry, topic, &run, policy, path, &mut done);
-    }
-    done
+    let mut round = Round::new(batches);
+    while !round.step(registry, policy, path, usize::MAX) {}
+    round.done
 }
 
-/// Writes `frames` (consecutive events of one topic) to each subscriber.
+/// One dispatcher round: `batches` delivered in order, a bounded number of
+/// recipients per [`Round::step`], so the shard's other tasks can run in
+/// between. Between two steps subscribers may leave (their slots empty);
+/// none may join: a joiner's positions are those of the last finished
+/// round, so it must not see part of this one (`Shard::between_rounds`).
+pub struct Round<'a> {
+    events: Vec<&'a Event>,
+    /// The current run (consecutive events of one topic): `start..end`.
+    start: usize,
+    end: usize,
+    /// The next subscriber slot of the current run.
+    slot: usize,
+    /// What the round has done so far.
+    pub done: Delivered,
+}
+
+impl<'a> Round<'a> {
+    pub fn new(batches: &'a [Arc<Batch>]) -> Round<'a> {
+        Round {
+            events: batches.iter().flat_map(|b| b.events.iter()).collect(),
+            start: 0,
+            end: 0,
+            slot: 0,
+            done: Delivered::default(),
+        }
+    }
+
+    /// Delivers to at most `budget` more recipients (a run's recipients
+    /// count once for all its frames); true when the round is complete.
+    pub fn step(&mut self, registry: &Registry, policy: Policy, path: &mut SendPath, budget: usize) -> bool {
+        let mut left = budget;
+        while self.start < self.events.len() {
+            if self.end == self.start {
+                let topic = &self.events[self.start].topic;
+                self.end = self.start
+                    + self.events[self.start..]
+                        .iter()
+                        .take_while(|e| e.topic == *topic)
+                        .count();
+                self.slot = 0;
+            }
+            if left == 0 {
+                return false;
+            }
+            let frames = &self.events[self.start..self.end];
+            let reached_end = deliver_run(
+                registry,
+                frames,
+                policy,
+                path,
+                &mut self.slot,
+                &mut left,
+                &mut self.done,
+            );
+            if !reached_end {
+                return false;
+            }
+            self.start = self.end;
+        }
+        true
+    }
+}
+
+/// Writes `frames` (consecutive events of one topic) to its subscribers
+/// from slot `*slot` on, at most `*left` of them; advances both. True when
+/// no subscriber is left past `*slot`.
 fn deliver_run(
     registry: &Registry,
-    topic: &str,
     frames: &[&Event],
     policy: Policy,
     path: &mut SendPath,
+    slot: &mut usize,
+    left: &mut usize,
     done: &mut Delivered,
-) {
-    let Some(subscribers) = registry.subscribers(topic) else {
-        return;
+) -> bool {
+    let Some(subscribers) = registry.subscribers(&frames[0].topic) else {
+        return true;
     };
+    let end = subscribers.capacity();
+    let (mut next, mut taken) = (*slot, 0usize);
+    let budget = *left;
+    let targets = (*slot..end)
+        .filter_map(|k| subscribers.get(k).map(|c| (k, c)))
+        .take(budget)
+        .map(|(k, c)| {
+            next = k + 1;
+            taken += 1;
+            c
+        });
     match path {
         SendPath::Direct => {
-            for (_, conn) in subscribers {
+            for conn in targets {
                 let outcome = conn.send_shared(frames, policy.max_queue_bytes, policy.close_deadline);
                 tally(outcome, frames.len(), done);
             }
         }
         SendPath::Uring(sender) => {
             let sent = sender.send_run(
-                subscribers.iter().map(|(_, c)| c),
+                targets,
                 frames,
                 policy.max_queue_bytes,
                 policy.close_deadline,
@@ -102,6 +166,9 @@ fn deliver_run(
             }
         }
     }
+    *slot = next;
+    *left -= taken;
+    taken < budget
 }
 
 /// Counts one recipient's outcome of a run of `frames` frames.

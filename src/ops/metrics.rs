@@ -24,6 +24,8 @@ pub const DROPPED: &str = "shardcast_dropped_frames_total";
 pub const QUEUED: &str = "shardcast_queue_backlog_bytes";
 pub const DEVICES_FORGOTTEN: &str = "shardcast_devices_forgotten_total";
 pub const RATE_LIMITED: &str = "shardcast_client_publishes_rate_limited_total";
+pub const DISPATCH_YIELDS: &str = "shardcast_dispatch_yields_total";
+pub const JOINS_DEFERRED: &str = "shardcast_joins_deferred_total";
 pub const SOCKETS: &str = "shardcast_open_sockets";
 pub const HISTORY_BYTES: &str = "shardcast_history_bytes";
 pub const HISTORY_STREAMS: &str = "shardcast_history_streams";
@@ -138,6 +140,20 @@ pub fn prometheus(board: &Board) -> String {
         "counter",
         "Client publishes (room messages, device statuses) refused by the per-connection rate limit.",
         &ShardCounters::rate_limited_total,
+    );
+    per_shard(
+        &mut out,
+        DISPATCH_YIELDS,
+        "counter",
+        "Times the dispatcher gave its core to the shard's other tasks part-way through a fan-out.",
+        &ShardCounters::dispatch_yields_total,
+    );
+    per_shard(
+        &mut out,
+        JOINS_DEFERRED,
+        "counter",
+        "Subscriptions (new connections, rooms) that waited for a fan-out in progress to finish.",
+        &ShardCounters::joins_deferred_total,
     );
     header(
         &mut out,

@@ -34,6 +34,10 @@ pub struct ShardCounters {
     devices_forgotten: AtomicU64,
     /// Client publishes refused by the per-connection rate limit.
     rate_limited: AtomicU64,
+    /// Times the dispatcher gave the core back part-way through a round.
+    dispatch_yields: AtomicU64,
+    /// Joins that waited for the dispatcher's round to end.
+    joins_deferred: AtomicU64,
     /// Latency histograms.
     latencies: crate::ops::latency::Latencies,
 }
@@ -125,6 +129,24 @@ impl ShardCounters {
 
     pub fn rate_limited_total(&self) -> u64 {
         self.rate_limited.load(Relaxed)
+    }
+
+    /// The dispatcher yielded part-way through a round.
+    pub fn dispatch_yielded(&self) {
+        self.dispatch_yields.fetch_add(1, Relaxed);
+    }
+
+    pub fn dispatch_yields_total(&self) -> u64 {
+        self.dispatch_yields.load(Relaxed)
+    }
+
+    /// A join waited for the end of a dispatcher round.
+    pub fn join_deferred(&self) {
+        self.joins_deferred.fetch_add(1, Relaxed);
+    }
+
+    pub fn joins_deferred_total(&self) -> u64 {
+        self.joins_deferred.load(Relaxed)
     }
 
     /// Sets this shard's live room count.
@@ -264,6 +286,8 @@ impl Board {
                     .collect(),
                 devices_forgotten: AtomicU64::new(0),
                 rate_limited: AtomicU64::new(0),
+                dispatch_yields: AtomicU64::new(0),
+                joins_deferred: AtomicU64::new(0),
                 latencies: crate::ops::latency::Latencies::default(),
             })
             .collect();

@@ -1,16 +1,23 @@
 //! The dispatcher task of each shard: take published batches from the
 //! shard's broadcast channel, remember device statuses, deliver to local
-//! subscribers, and count the round.
+//! subscribers, and count the round. A round is delivered a chunk of
+//! recipients at a time, yielding to the shard's other tasks (accepts,
+//! handshakes, publishes, pings) when the executor asks; what is published
+//! meanwhile queues, and the next round writes it coalesced.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::fanout::broadcast::Batch;
-use crate::fanout::deliver::{deliver, Policy, SendPath};
+use crate::fanout::deliver::{Policy, Round, SendPath};
 use crate::shard::Shard;
 
 /// Most batches taken from the channel per round.
 const MAX_DRAIN: usize = 256;
+
+/// Recipients written between two checks for whether the executor wants
+/// the core back: at several µs of kernel time each, about a millisecond.
+const CHUNK: usize = 128;
 
 /// The dispatcher task of one shard.
 pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
@@ -28,21 +35,24 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
             max_queue_bytes: shard.config.max_queue_bytes,
             close_deadline: shard.clock() + shard.close_timeout_secs(),
         };
-        let mut devices = shard.devices.borrow_mut();
-        let mut forgotten = 0;
-        for event in pending.iter().flat_map(|b| b.events.iter()) {
-            if let Some(device) = &event.device {
-                forgotten += devices.record(device, &event.frame);
-            }
-        }
-        drop(devices);
+        let forgotten = record_devices(&shard, &pending);
         if forgotten > 0 {
             shard.counters().devices_forgotten(forgotten);
         }
-        let done = deliver(&shard.registry.borrow(), &pending, policy, &mut path);
+        let mut round = Round::new(&pending);
+        shard.round_started();
+        while !round.step(&shard.registry.borrow(), policy, &mut path, CHUNK) {
+            if glommio::executor().need_preempt() {
+                shard.counters().dispatch_yielded();
+                glommio::yield_if_needed().await;
+            }
+        }
+        let done = round.done;
+        drop(round);
         if let Some(last) = pending.last() {
             shard.mark_delivered(last.seq);
         }
+        shard.round_ended().await;
         shard
             .counters()
             .delivered(pending.iter().map(|b| b.events.len() as u64).sum(), done);
@@ -55,4 +65,18 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
         }
         pending.clear();
     }
+}
+
+/// Remembers the device statuses among `pending` (before they are
+/// delivered: a monitor joining after this round gets them first);
+/// returns how many devices were forgotten to make room.
+fn record_devices(shard: &Shard, pending: &[Arc<Batch>]) -> u64 {
+    let mut devices = shard.devices.borrow_mut();
+    let mut forgotten = 0;
+    for event in pending.iter().flat_map(|b| b.events.iter()) {
+        if let Some(device) = &event.device {
+            forgotten += devices.record(device, &event.frame);
+        }
+    }
+    forgotten
 }

@@ -223,6 +223,7 @@ pub async fn serve(shard: Rc<Shard>, tcp: TcpStream, port: route::Port, slot: Op
                     })
                     .await;
                 }
+                shard.between_rounds().await;
                 start_connection(shard, stream, *up, leftover, slot);
                 return;
             }

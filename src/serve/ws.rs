@@ -452,7 +452,8 @@ fn handle(
                             let topics = [topic.clone()];
                             if shard.must_prepare(&topics, &since) {
                                 // The client saw events of the room on another
-                                // shard first: join once this shard has them too.
+                                // shard first: join once this shard has them
+                                // too, and between two dispatcher rounds.
                                 let (shard, conn) = (shard.clone(), conn.clone());
                                 let wait = shard.config.handshake_timeout;
                                 glommio::spawn_local(async move {
@@ -461,6 +462,7 @@ fn handle(
                                         Ok(())
                                     })
                                     .await;
+                                    shard.between_rounds().await;
                                     if conn.state() == State::Open {
                                         join_room(&shard, &conn, &topic, &room, &since);
                                     }

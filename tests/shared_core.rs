@@ -1,0 +1,130 @@
+//! A large fan-out shares its core: the dispatcher yields part-way through
+//! a round, and what happens meanwhile stays exact. Clients that connect
+//! while events are being fanned out to thousands of subscribers are told
+//! a position and then receive every later event exactly once, in order;
+//! the subscribers already there miss nothing.
+mod common;
+use common::*;
+
+use simd_json::prelude::*;
+use std::time::{Duration, Instant};
+
+const SUBSCRIBERS: usize = 2000;
+const EVENTS: u64 = 300;
+
+fn user_path() -> String {
+    format!("/ws/user?token={}", token("crowd", &["user"]))
+}
+
+/// The `type:user` offset in a `connected` event, or of an event message.
+fn offset_of(message: &str, connected: bool) -> u64 {
+    let v = simd_json::to_owned_value(&mut message.as_bytes().to_vec()).unwrap();
+    if connected {
+        assert_eq!(v.get_str("event"), Some("connected"), "{message}");
+        v["data"]["positions"]["type:user"].get_u64("offset").unwrap()
+    } else {
+        v.get_u64("offset")
+            .unwrap_or_else(|| panic!("no offset: {message}"))
+    }
+}
+
+/// Every message after `connected` carries the next offset, up to `last`.
+fn assert_exact(sub: &Sub, last: u64, who: &str) {
+    let start = offset_of(&sub.messages[0], true);
+    let got: Vec<u64> = sub.messages[1..].iter().map(|m| offset_of(m, false)).collect();
+    let want: Vec<u64> = (start + 1..=last).collect();
+    assert_eq!(got, want, "{who}: joined at {start}");
+}
+
+#[test]
+fn clients_joining_during_a_large_fanout_get_every_later_event_exactly_once() {
+    raise_nofile();
+    let server = Server::start(&[]);
+    let path = user_path();
+    let mut crowd = Subscribers {
+        conns: (0..SUBSCRIBERS)
+            .map(|_| Sub::connect(&server, &path, None))
+            .collect(),
+    };
+    assert!(
+        crowd.wait_for(1, DEADLINE),
+        "every subscriber gets its connected event"
+    );
+
+    // One event at a time, each POSTed after the previous 202, as a backend
+    // publishes: every round is a fan-out to the whole crowd.
+    let mut publisher = Publisher::new(&server);
+    let publishing = std::thread::spawn(move || {
+        for seq in 1..=EVENTS {
+            publisher.publish("type:user", "product.approved", &format!(r#"{{"seq":{seq}}}"#));
+        }
+    });
+    // Meanwhile clients leave and others join: a joiner may take a leaver's
+    // place in the shard's subscriber table, before or after the point a
+    // round in progress has reached.
+    let mut joiners = Vec::new();
+    let mut left = 0;
+    while !publishing.is_finished() {
+        if left < SUBSCRIBERS / 2 {
+            drop(crowd.conns.remove(left % 7));
+            left += 1;
+        }
+        joiners.push(Sub::connect(&server, &path, None));
+        // Keep the crowd reading so the rounds keep going through the kernel.
+        for sub in &mut crowd.conns {
+            sub.pump();
+        }
+    }
+    publishing.join().unwrap();
+    assert!(!joiners.is_empty());
+
+    // The crowd joined before the first event: the last one is EVENTS on.
+    let last = offset_of(&crowd.conns[0].messages[0], true) + EVENTS;
+
+    let stayed = crowd.conns.len();
+    let mut everyone = Subscribers {
+        conns: crowd.conns.into_iter().chain(joiners).collect(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = |s: &Sub| {
+        s.messages
+            .last()
+            .is_some_and(|m| s.messages.len() > 1 && offset_of(m, false) == last)
+    };
+    while !everyone.conns.iter().all(|s| s.messages.len() > 1 && done(s)) && Instant::now() < deadline {
+        let mut idle = true;
+        for sub in &mut everyone.conns {
+            if !done(sub) && sub.pump() {
+                idle = false;
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let joined = everyone.conns.len() - stayed;
+    for (i, sub) in everyone.conns.iter().enumerate() {
+        let who = if i < stayed {
+            format!("subscriber {i}")
+        } else {
+            format!("joiner {}", i - stayed)
+        };
+        assert!(
+            sub.close.is_none() && !sub.eof,
+            "{who} was closed: {:?}",
+            sub.close
+        );
+        assert_exact(sub, last, &who);
+    }
+
+    // The path under test was taken: the dispatchers yielded part-way
+    // through rounds, and joins waited for a round's end.
+    let (_, metrics) = server.get("/metrics");
+    let yields = metric_sum(&metrics, "shardcast_dispatch_yields_total", "");
+    let deferred = metric_sum(&metrics, "shardcast_joins_deferred_total", "");
+    assert!(yields > 0.0, "no dispatcher yielded:\n{metrics}");
+    assert!(
+        deferred > 0.0,
+        "no join of {joined} waited for a round:\n{metrics}"
+    );
+}
