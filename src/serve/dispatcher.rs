@@ -16,8 +16,9 @@ use crate::shard::Shard;
 const MAX_DRAIN: usize = 256;
 
 /// Recipients written between two checks for whether the executor wants
-/// the core back: at several µs of kernel time each, about a millisecond.
-const CHUNK: usize = 128;
+/// the core back (every 250 µs, the dispatch queue's latency, see
+/// `serve::runtime`): at a few µs of kernel time each, a fraction of that.
+const CHUNK: usize = 64;
 
 /// The dispatcher task of one shard.
 pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {

@@ -69,10 +69,14 @@ pub async fn run(
     let sweeper = glommio::spawn_local(sweep(shard.clone())).detach();
     // A cross-thread wake (flume's) reaches a sleeping executor late in the
     // default queue; a latency-sensitive queue makes the reactor wake for it.
+    // Its latency is also how long a fan-out runs before the shard's other
+    // tasks (accepts, handshakes, publishes) get the core back: measured
+    // with bench/shared-core, 250 µs halves their p50 during a fan-out
+    // against 1 ms, at no cost in deliveries/s.
     let executor = glommio::executor();
     let queue = executor.create_task_queue(
         Shares::default(),
-        Latency::Matters(Duration::from_millis(1)),
+        Latency::Matters(Duration::from_micros(250)),
         "dispatch",
     );
     let dispatcher = glommio::spawn_local_into(dispatcher::run(shard.clone(), events), queue)
