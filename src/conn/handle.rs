@@ -210,11 +210,13 @@ impl Conn {
     /// The close state machine, whole:
     /// - `Open` → `Closing` here (we close first), or → `Finishing` in
     ///   [`Conn::peer_closed`] (the peer closed first: our reply is queued)
-    ///   and in [`Conn::fail`] after a bad close frame (both frames are then
-    ///   exchanged);
+    ///   and in [`Conn::fail`] (a protocol violation: its stream cannot be
+    ///   parsed past it, so its close frame could never be found);
     /// - `Closing` → `Finishing` when the peer's close frame arrives;
     /// - `Finishing`: the driver flushes what is queued, then drops TCP
-    ///   first, as the server must (RFC 6455 §7.1.1);
+    ///   first, as the server must (RFC 6455 §7.1.1): it sends FIN and
+    ///   goes `Shut` ([`Conn::shut`]), reading and dropping what the peer
+    ///   still sends until its FIN or the deadline;
     /// - any → `Dead` ([`Conn::kill`]) on an I/O error, a vanished peer, or
     ///   a close deadline passed.
     pub fn close(&self, reason: CloseReason, deadline: u32) {
@@ -242,21 +244,28 @@ impl Conn {
                 }
             }
             State::Closing => self.state.set(State::Finishing),
-            State::Finishing | State::Dead => {}
+            State::Finishing | State::Shut | State::Dead => {}
         }
     }
 
-    /// Fails the connection for a protocol violation: our close frame with
-    /// `reason`, then wait for the peer's close, unless the violation *was*
-    /// its close frame (`peer_sent_close`): both frames are then exchanged
-    /// and TCP is dropped as soon as ours is out.
-    pub(crate) fn fail(&self, reason: CloseReason, peer_sent_close: bool, deadline: u32) {
+    /// Our FIN is out after the close handshake (see [`State::Shut`]).
+    pub(crate) fn shut(&self) {
+        if self.state.get() == State::Finishing {
+            self.state.set(State::Shut);
+        }
+    }
+
+    /// Fails the connection for a protocol violation (RFC 6455 §7.1.7): our
+    /// close frame with `reason`, then TCP is dropped as soon as it is out.
+    /// The peer's close is not awaited: its stream cannot be parsed past the
+    /// violation, so that frame could never be found.
+    pub(crate) fn fail(&self, reason: CloseReason, deadline: u32) {
         if self.state.get() != State::Open {
             self.kill();
             return;
         }
         self.close(reason, deadline);
-        if peer_sent_close && self.state.get() == State::Closing {
+        if self.state.get() == State::Closing {
             self.state.set(State::Finishing);
         }
     }
@@ -321,7 +330,9 @@ impl Conn {
                 self.last_ping.set(now);
                 self.push(Chunk::Owned(frame::encode(OpCode::Control(Control::Ping), b"")));
             }
-            State::Closing | State::Finishing if now >= self.close_deadline.get() => self.kill(),
+            State::Closing | State::Finishing | State::Shut if now >= self.close_deadline.get() => {
+                self.kill()
+            }
             _ => {}
         }
     }

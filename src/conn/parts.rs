@@ -54,6 +54,11 @@ pub enum State {
     Closing,
     /// The close handshake is done: flush what is queued, then drop TCP.
     Finishing,
+    /// Our FIN is out: what the peer still sends is read and dropped until
+    /// its FIN or the close deadline (a lingering close: closing the socket
+    /// on unread bytes would send a reset, which can destroy our close frame
+    /// while it is still in flight).
+    Shut,
     /// Gone: nothing more is written, the driver ends.
     Dead,
 }

@@ -66,19 +66,6 @@ impl ProtocolError {
             _ => CloseReason::ProtocolError,
         }
     }
-
-    /// Whether the offending frame was the peer's close frame: the close
-    /// handshake is then complete once ours is sent (RFC 6455 §7.1.1: the
-    /// server drops TCP first, at once).
-    pub fn in_close_frame(&self) -> bool {
-        matches!(
-            self,
-            ProtocolError::BadClosePayload
-                | ProtocolError::InvalidCloseCode(_)
-                | ProtocolError::InvalidCloseReason
-                | ProtocolError::CloseTooLong
-        )
-    }
 }
 
 /// Close codes a peer may send (RFC 6455 §7.4, IANA registry).
@@ -380,14 +367,6 @@ mod tests {
             one(&mut rx, client_frame(0x80, &[0u8; 60])),
             Err(ProtocolError::MessageTooBig { size: 120, max: 100 })
         );
-    }
-
-    #[test]
-    fn only_bad_close_frames_complete_the_close_handshake() {
-        assert!(ProtocolError::CloseTooLong.in_close_frame());
-        assert!(ProtocolError::InvalidCloseCode(1005).in_close_frame());
-        assert!(!ProtocolError::ControlTooLong.in_close_frame());
-        assert!(!ProtocolError::InvalidUtf8.in_close_frame());
     }
 
     #[test]

@@ -113,15 +113,8 @@ impl Future for Driver {
             if let Some(device) = this.conn.device() {
                 this.shard.announce_presence(device, "offline");
             }
-            if let Some(Ok(mut session)) = this.conn.tls().map(|tls| tls.try_borrow_mut()) {
-                // close_notify, best effort: the peer may be gone.
-                session.close_notify();
-                let _ = session.send(&mut FdWriter(this.stream.as_raw_fd()));
-            }
-            // FIN rather than RST where the peer has read everything; the
-            // descriptor itself closes when the task drops the stream.
-            // SAFETY: shutdown(2) on the socket this driver owns.
-            unsafe { libc::shutdown(this.stream.as_raw_fd(), libc::SHUT_WR) };
+            // The descriptor itself closes when the task drops the stream.
+            this.send_fin();
         }
         done
     }
@@ -149,7 +142,7 @@ impl Driver {
             let write_blocked = self.flush(cx);
             match self.conn.state() {
                 State::Dead => return Poll::Ready(()),
-                State::Finishing if !self.conn.has_queued() => return Poll::Ready(()),
+                State::Finishing if !self.conn.has_queued() => self.shut_write(),
                 _ => {}
             }
             // Backpressure: a client whose replies pile up is not read from
@@ -181,6 +174,24 @@ impl Driver {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// The close handshake is done and flushed: FIN now (the server drops
+    /// TCP first), then keep reading until the peer's FIN ([`State::Shut`]).
+    fn shut_write(&mut self) {
+        self.send_fin();
+        self.conn.shut();
+    }
+
+    /// TLS close_notify (best effort: the peer may be gone), then FIN
+    /// rather than RST where the peer has read everything.
+    fn send_fin(&mut self) {
+        if let Some(Ok(mut session)) = self.conn.tls().map(|tls| tls.try_borrow_mut()) {
+            session.close_notify();
+            let _ = session.send(&mut FdWriter(self.stream.as_raw_fd()));
+        }
+        // SAFETY: shutdown(2) on the socket this driver owns.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
     }
 
     fn park(&self, cx: &Context<'_>) {
@@ -294,7 +305,7 @@ impl Driver {
         let mut pos = 0;
         while pos < data.len() {
             let state = self.conn.state();
-            if matches!(state, State::Finishing | State::Dead) {
+            if matches!(state, State::Finishing | State::Shut | State::Dead) {
                 return data.len();
             }
             match self
@@ -327,8 +338,7 @@ impl Driver {
     fn fail(&self, error: &ProtocolError) {
         tracing::debug!(conn = self.conn.key, %error, "closing on protocol error");
         let deadline = self.shard.clock() + self.shard.close_timeout_secs();
-        self.conn
-            .fail(error.close_reason(), error.in_close_frame(), deadline);
+        self.conn.fail(error.close_reason(), deadline);
     }
 }
 
