@@ -28,11 +28,11 @@ const SUBSCRIBERS: usize = 100_000;
 
 fn batch() -> Arc<Batch> {
     Arc::new(Batch {
-        events: vec![Event {
-            topic: "type:user".into(),
-            frame: frame::encode_shared(OpCode::Data(Data::Text), &[b'x'; 400]),
-            device: None,
-        }],
+        events: vec![Event::new(
+            "type:user".into(),
+            frame::encode_shared(OpCode::Data(Data::Text), &[b'x'; 400]),
+            None,
+        )],
         accepted: Instant::now(),
         seq: 1,
     })

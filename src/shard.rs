@@ -23,6 +23,7 @@ use crate::fanout::history::{reason, Recovery};
 use crate::fanout::registry::Registry;
 use crate::ops::refusal_log::RefusalLog;
 use crate::ops::stats::{Board, ShardCounters};
+use crate::proto::deflate::Codec;
 use crate::tls::keys::Keys;
 use crate::tls::session::Session;
 
@@ -68,6 +69,11 @@ pub struct Shard {
     pub scratch: Rc<RefCell<Vec<u8>>>,
     /// Plaintext decrypted from one read of a TLS connection (reused).
     pub plain: Rc<RefCell<Vec<u8>>>,
+    /// permessage-deflate's compressor and decompressor (`compression = on`).
+    pub codec: Option<RefCell<Codec>>,
+    /// Connections of this shard that negotiated permessage-deflate: while
+    /// there are none, no event is compressed.
+    deflate_conns: Cell<u32>,
     started: Instant,
     /// Whole seconds since the shard started, updated each tick.
     clock: Cell<u32>,
@@ -107,6 +113,10 @@ impl Shard {
     /// Shard `id`'s state, and the receiving end of its local publish queue.
     pub fn new(id: usize, shared: Shared) -> (Shard, LocalReceiver<Queued>) {
         let (publishes, queued) = local_channel::new_bounded(LOCAL_PUBLISH_QUEUE);
+        let codec = shared
+            .config
+            .compression
+            .then(|| RefCell::new(Codec::new(shared.config.compression_level)));
         let shard = Shard {
             id,
             devices: RefCell::new(DeviceTable::new(shared.config.max_devices)),
@@ -120,6 +130,8 @@ impl Shard {
             conns: RefCell::new(Slab::new()),
             scratch: Rc::new(RefCell::new(vec![0; SCRATCH_BYTES])),
             plain: Rc::new(RefCell::new(Vec::new())),
+            codec,
+            deflate_conns: Cell::new(0),
             started: Instant::now(),
             clock: Cell::new(0),
             draining: Cell::new(false),
@@ -426,6 +438,9 @@ impl Shard {
         let entry = conns.vacant_entry();
         let conn = Rc::new(Conn::new(entry.key() as u32, fd, self.clock(), spec, tls));
         entry.insert(conn.clone());
+        if conn.deflate() != 0 {
+            self.deflate_conns.set(self.deflate_conns.get() + 1);
+        }
         self.board.shard(self.id).opened(conn.client_type());
         tracing::debug!(shard = self.id, conn = conn.key, "connection opened");
         conn
@@ -442,11 +457,19 @@ impl Shard {
         }
         drop(registry);
         if self.conns.borrow_mut().try_remove(conn.key as usize).is_some() {
+            if conn.deflate() != 0 {
+                self.deflate_conns.set(self.deflate_conns.get() - 1);
+            }
             self.board
                 .shard(self.id)
                 .closed(conn.client_type(), conn.close_reason() as u8);
             tracing::debug!(shard = self.id, conn = conn.key, "connection closed");
         }
+    }
+
+    /// Whether any connection of this shard negotiated permessage-deflate.
+    pub fn compresses(&self) -> bool {
+        self.deflate_conns.get() > 0
     }
 
     pub fn connection_count(&self) -> usize {

@@ -19,6 +19,7 @@ use crate::auth::verify::{self, AuthError};
 use crate::conn::handle::{ConnSpec, Role};
 use crate::fanout::envelope::Position;
 use crate::fanout::topic;
+use crate::proto::deflate;
 use crate::proto::handshake;
 use crate::proto::http::Request;
 use crate::shard::{Joined, Shard};
@@ -39,6 +40,9 @@ pub struct Upgrade {
     pub claims: Option<Claims>,
     /// Its place under the connection limits, held until the driver ends.
     pub admission: Admission,
+    /// permessage-deflate: the window the client can inflate (0: not
+    /// negotiated).
+    deflate: u8,
 }
 
 /// Who a client is, for its `connected` event.
@@ -83,6 +87,7 @@ impl Upgrade {
             role: self.role,
             client_type: self.client_type,
             device: self.device.clone().map(Rc::new),
+            deflate: self.deflate,
             exp: self
                 .claims
                 .as_ref()
@@ -109,6 +114,7 @@ pub fn accept(
                 since: Vec::new(),
                 device: None,
                 claims: None,
+                deflate: 0,
             })
         }),
         Endpoint::Client { client_type } => authorize_upgrade(shard, request, || {
@@ -131,6 +137,7 @@ pub fn accept(
                 since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: is_device.then(|| claims.sub.clone()),
                 claims: Some(claims),
+                deflate: 0,
             })
         }),
         Endpoint::UserSocket { user_id } => authorize_upgrade(shard, request, || {
@@ -147,6 +154,7 @@ pub fn accept(
                 since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: None,
                 claims: Some(claims),
+                deflate: 0,
             })
         }),
         Endpoint::Monitor { device } => authorize_upgrade(shard, request, || {
@@ -170,6 +178,7 @@ pub fn accept(
                 since: since::parse(request).map_err(Refusal::BadRequest)?,
                 device: None,
                 claims: Some(claims),
+                deflate: 0,
             })
         }),
         _ => Err(reject(shard, 404, "not_found", "no such endpoint", false, &[])),
@@ -222,7 +231,22 @@ fn authorize_upgrade(
         }
     }
     match authorize() {
-        Ok(up) => Ok((accept, Box::new(up))),
+        Ok(mut up) => {
+            let mut accept = accept;
+            if let Some((agreed, line)) = shard
+                .config
+                .compression
+                .then(|| deflate::negotiate(request))
+                .flatten()
+            {
+                // Before the blank line that ends the 101.
+                accept.truncate(accept.len() - 2);
+                accept.extend_from_slice(line.as_bytes());
+                accept.extend_from_slice(b"\r\n");
+                up.deflate = agreed.window_bits;
+            }
+            Ok((accept, Box::new(up)))
+        }
         Err(Refusal::Auth(error)) => {
             tracing::debug!(%error, path = %request.path, "upgrade refused");
             let (status, code) = error.status();

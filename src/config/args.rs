@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::config::{LogFormat, SendPathKind};
+use crate::config::{LogFormat, SendPathKind, Switch};
 
 /// `shardcast serve` flags. Each is also read from `SHARDCAST_<NAME>` and from
 /// the TOML file key `<name>` (dashes become underscores).
@@ -177,6 +177,15 @@ pub struct ServeArgs {
     /// sends) or `direct` (sendmsg per recipient); see the README's measurements.
     #[arg(long, env = "SHARDCAST_SEND_PATH", value_enum)]
     pub send_path: Option<SendPathKind>,
+    /// permessage-deflate when a client offers it: `on` (default) or `off`.
+    #[arg(long, env = "SHARDCAST_COMPRESSION", value_enum)]
+    pub compression: Option<Switch>,
+    /// Events smaller than this many bytes go out uncompressed (default 256).
+    #[arg(long, env = "SHARDCAST_COMPRESSION_MIN_BYTES")]
+    pub compression_min_bytes: Option<usize>,
+    /// zlib compression level 0-9 (default 1).
+    #[arg(long, env = "SHARDCAST_COMPRESSION_LEVEL")]
+    pub compression_level: Option<u32>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `shardcast=debug`).
     #[arg(long, env = "SHARDCAST_LOG")]
     pub log: Option<String>,
@@ -237,5 +246,8 @@ pub struct FileConfig {
     pub pin: Option<bool>,
     pub log_format: Option<LogFormat>,
     pub send_path: Option<SendPathKind>,
+    pub compression: Option<Switch>,
+    pub compression_min_bytes: Option<usize>,
+    pub compression_level: Option<u32>,
     pub log: Option<String>,
 }

@@ -67,6 +67,14 @@ pub enum SendPathKind {
     Uring,
 }
 
+/// permessage-deflate on the WebSocket endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// The PEM files of the TLS port (read and checked at start-up and on SIGHUP).
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -142,6 +150,12 @@ pub struct Config {
     pub dev_mode: bool,
     pub log_format: LogFormat,
     pub send_path: SendPathKind,
+    /// Negotiate permessage-deflate when a client offers it (default on).
+    pub compression: bool,
+    /// Events smaller than this go out uncompressed.
+    pub compression_min_bytes: usize,
+    /// zlib level, 0-9 (default 1: fast; JSON still shrinks 2-4x).
+    pub compression_level: u32,
     pub log: String,
 }
 
@@ -370,6 +384,17 @@ impl Config {
             dev_mode,
             log_format: pick!(log_format).unwrap_or(LogFormat::Human),
             send_path: pick!(send_path).unwrap_or(SendPathKind::Uring),
+            compression: pick!(compression).unwrap_or(Switch::On) == Switch::On,
+            compression_min_bytes: pick!(compression_min_bytes).unwrap_or(256),
+            compression_level: match pick!(compression_level).unwrap_or(1) {
+                level @ 0..=9 => level,
+                other => {
+                    return Err(invalid(
+                        "compression_level",
+                        format!("{other} is not a zlib level 0-9"),
+                    ))
+                }
+            },
             log: pick!(log).unwrap_or_else(|| "info".to_string()),
         };
         if config.idle_timeout <= config.heartbeat_interval {

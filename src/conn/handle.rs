@@ -53,6 +53,8 @@ pub struct Conn {
     expiry_notified: Cell<bool>,
     /// What the connection does with client messages.
     role: Role,
+    /// permessage-deflate: the window the client can inflate (0: plain).
+    pub(super) deflate: u8,
     /// A device's id and a TLS connection's session; boxed, so that a
     /// plain, non-device connection pays 8 bytes for them.
     extra: Option<Box<Extra>>,
@@ -85,6 +87,7 @@ impl Conn {
             subscriptions: RefCell::new(Box::default()),
             extra,
             role: spec.role,
+            deflate: spec.deflate,
             exp: Cell::new(spec.exp),
             expiry_notified: Cell::new(false),
         }
@@ -92,6 +95,12 @@ impl Conn {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The LZ77 window (bits) the client can inflate; 0 when it did not
+    /// negotiate permessage-deflate.
+    pub fn deflate(&self) -> u8 {
+        self.deflate
     }
 
     /// The device id of a device connection.

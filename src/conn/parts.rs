@@ -9,7 +9,10 @@ use std::sync::Arc;
 /// a device status its device, so that a monitor's queue can keep only the
 /// newest per device (`fanout::broadcast::Event` is one).
 pub trait Published {
-    fn frame(&self) -> &Arc<[u8]>;
+    /// The frame for a connection that can inflate a `window`-bit LZ77
+    /// window (0: it did not negotiate permessage-deflate): the shared
+    /// compressed frame where there is one that fits, else the plain one.
+    fn frame_for(&self, window: u8) -> &Arc<[u8]>;
     fn device(&self) -> Option<&Arc<str>>;
 }
 
@@ -31,6 +34,9 @@ pub struct ConnSpec {
     pub device: Option<Rc<String>>,
     /// The token's `exp` (Unix seconds; 0: none).
     pub exp: u32,
+    /// permessage-deflate: the window the client can inflate (0: not
+    /// negotiated).
+    pub deflate: u8,
 }
 
 impl ConnSpec {
@@ -41,6 +47,7 @@ impl ConnSpec {
             client_type: None,
             device: None,
             exp: 0,
+            deflate: 0,
         }
     }
 }

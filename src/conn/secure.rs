@@ -60,7 +60,7 @@ impl Conn {
             drop(session);
             return self.queue_events(events, 0, max_queue, close_deadline);
         }
-        encrypt(&mut session, events);
+        encrypt(&mut session, events, self.deflate);
         let sent = session.send(&mut FdWriter(self.fd));
         drop(session);
         match sent {
@@ -87,7 +87,7 @@ impl Conn {
     /// into `sealed`, for the batched send path.
     pub fn seal<E: Published>(&self, tls: &RefCell<Session>, events: &[&E], sealed: &mut Vec<u8>) {
         let mut session = tls.borrow_mut();
-        encrypt(&mut session, events);
+        encrypt(&mut session, events, self.deflate);
         let _ = session.send(&mut VecWriter(sealed));
     }
 
@@ -156,12 +156,13 @@ impl Conn {
     }
 }
 
-/// Encrypts one event, or a run of them as one record.
-fn encrypt<E: Published>(session: &mut Session, events: &[&E]) {
+/// Encrypts one event, or a run of them as one record (each frame the
+/// variant for a `window`-bit deflate window).
+fn encrypt<E: Published>(session: &mut Session, events: &[&E], window: u8) {
     match events {
-        [event] => session.encrypt(event.frame()),
+        [event] => session.encrypt(event.frame_for(window)),
         run => RUN.with(|scratch| {
-            let frames = run.iter().map(|event| &event.frame()[..]);
+            let frames = run.iter().map(|event| &event.frame_for(window)[..]);
             session.encrypt_run(frames, &mut scratch.borrow_mut());
         }),
     }

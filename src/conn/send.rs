@@ -26,7 +26,7 @@ impl Conn {
         let mut out = self.out.borrow_mut();
         if let Some(queue) = out.as_mut() {
             for event in events {
-                queue.push(chunk(*event), 0);
+                queue.push(chunk(*event, self.deflate), 0);
             }
             let (over, conflated) = self.over_limit(queue, max_queue);
             drop(out);
@@ -43,12 +43,12 @@ impl Conn {
             return self.send_shared_tls(tls, events, max_queue, close_deadline);
         }
         let result = if let [event] = events {
-            sockets::send(self.fd, event.frame())
+            sockets::send(self.fd, event.frame_for(self.deflate))
         } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = events.len().min(MAX_IOVECS);
             for (slot, event) in slices.iter_mut().zip(events) {
-                *slot = IoSlice::new(event.frame());
+                *slot = IoSlice::new(event.frame_for(self.deflate));
             }
             sockets::send_vectored(self.fd, &slices[..n])
         };
@@ -86,8 +86,8 @@ impl Conn {
             }
         };
         let mut first = 0;
-        while first < events.len() && written >= events[first].frame().len() {
-            written -= events[first].frame().len();
+        while first < events.len() && written >= events[first].frame_for(self.deflate).len() {
+            written -= events[first].frame_for(self.deflate).len();
             first += 1;
         }
         if first == events.len() {
@@ -108,7 +108,7 @@ impl Conn {
     ) -> Outcome {
         let mut queue = Box::<OutQueue>::default();
         for (i, event) in events.iter().enumerate() {
-            queue.push(chunk(*event), if i == 0 { sent } else { 0 });
+            queue.push(chunk(*event, self.deflate), if i == 0 { sent } else { 0 });
         }
         let (over, conflated) = self.over_limit(&mut queue, max_queue);
         *self.out.borrow_mut() = Some(queue);
@@ -150,10 +150,12 @@ impl Conn {
     }
 }
 
-/// The queue entry for a shared event: device statuses stay replaceable.
-fn chunk(event: &impl Published) -> Chunk {
+/// The queue entry for a shared event (the variant for a client with a
+/// `window`-bit deflate window): device statuses stay replaceable.
+fn chunk(event: &impl Published, window: u8) -> Chunk {
+    let frame = Arc::clone(event.frame_for(window));
     match event.device() {
-        Some(device) => Chunk::Status(Arc::clone(event.frame()), Arc::clone(device)),
-        None => Chunk::Shared(Arc::clone(event.frame())),
+        Some(device) => Chunk::Status(frame, Arc::clone(device)),
+        None => Chunk::Shared(frame),
     }
 }

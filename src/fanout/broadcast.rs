@@ -4,13 +4,14 @@
 //! subscriber. Publishes from all shards pass one at a time
 //! (`fanout::sequencer`), so every shard sees one order per topic.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::conn::handle::Published;
 use crate::fanout::envelope::{Envelope, Position};
 use crate::fanout::remote::{Outgoing, Remote, Unavailable};
 use crate::fanout::sequencer::Sequencer;
+use crate::proto::deflate::Agreed;
 
 /// One published event: its topic and its finished WebSocket frame.
 #[derive(Debug)]
@@ -18,14 +19,36 @@ pub struct Event {
     pub topic: Box<str>,
     /// Header + payload, unmasked: written as is to every subscriber.
     pub frame: Arc<[u8]>,
+    /// The same message compressed on its own (permessage-deflate, RSV1),
+    /// built once by the first shard with a subscriber that negotiated it;
+    /// `None` inside when compressing did not pay.
+    pub deflated: OnceLock<Option<Arc<[u8]>>>,
     /// Set on device-status events: every shard records the frame as that
     /// device's last known status (new monitors receive it first), and a
     /// monitor's queue may replace it with a newer status of that device.
     pub device: Option<Arc<str>>,
 }
 
+impl Event {
+    pub fn new(topic: Box<str>, frame: Arc<[u8]>, device: Option<Arc<str>>) -> Event {
+        Event {
+            topic,
+            frame,
+            deflated: OnceLock::new(),
+            device,
+        }
+    }
+}
+
 impl Published for Event {
-    fn frame(&self) -> &Arc<[u8]> {
+    fn frame_for(&self, window: u8) -> &Arc<[u8]> {
+        if window != 0 {
+            if let Some(Some(deflated)) = self.deflated.get() {
+                if Agreed::fits(window, self.frame.len()) {
+                    return deflated;
+                }
+            }
+        }
         &self.frame
     }
 
@@ -189,11 +212,7 @@ impl Broadcaster {
                     }
                     (Content::Envelope(e), _) => e.frame(None),
                 };
-                Event {
-                    topic: d.topic,
-                    frame,
-                    device: d.device,
-                }
+                Event::new(d.topic, frame, d.device)
             })
             .collect();
         Batch {

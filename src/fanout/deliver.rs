@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::conn::handle::Outcome;
+use crate::conn::handle::{Outcome, Published};
 use crate::fanout::broadcast::{Batch, Event};
 use crate::fanout::registry::Registry;
 use crate::ops::stats::Delivered;
@@ -135,7 +135,7 @@ fn deliver_run(
         return true;
     };
     let end = subscribers.capacity();
-    let (mut next, mut taken) = (*slot, 0usize);
+    let (mut next, mut taken, mut compressed) = (*slot, 0usize, 0u64);
     let budget = *left;
     let targets = (*slot..end)
         .filter_map(|k| subscribers.get(k).map(|c| (k, c)))
@@ -143,6 +143,9 @@ fn deliver_run(
         .map(|(k, c)| {
             next = k + 1;
             taken += 1;
+            if c.deflate() != 0 {
+                compressed += compressed_for(frames, c.deflate());
+            }
             c
         });
     match path {
@@ -166,9 +169,19 @@ fn deliver_run(
             }
         }
     }
+    done.compressed += compressed;
     *slot = next;
     *left -= taken;
     taken < budget
+}
+
+/// How many of `frames` a client with a `window`-bit deflate window gets
+/// compressed.
+fn compressed_for(frames: &[&Event], window: u8) -> u64 {
+    frames
+        .iter()
+        .filter(|e| !std::ptr::eq(e.frame_for(window).as_ptr(), e.frame.as_ptr()))
+        .count() as u64
 }
 
 /// Counts one recipient's outcome of a run of `frames` frames.

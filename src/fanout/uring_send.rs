@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use io_uring::{opcode, types, IoUring};
 
-use crate::conn::handle::{Conn, Outcome};
+use crate::conn::handle::{Conn, Outcome, Published};
 use crate::fanout::broadcast::Event;
 use crate::sys::sockets::MAX_IOVECS;
 
@@ -104,7 +104,7 @@ impl UringSender {
                         .build()
                         .user_data(slot as u64)
                 }
-                None => self.entry(slot, conn.fd(), sent),
+                None => self.entry(slot, conn.fd(), conn.deflate(), sent),
             };
             // SAFETY: the buffers (frames held by `events`, this slot's
             // msghdr/iovecs or sealed ciphertext) outlive the SQE: `complete`
@@ -122,19 +122,22 @@ impl UringSender {
         failed.map_or(last, Err)
     }
 
-    /// The SQE sending `frames` to `fd`, using slot `slot`'s storage.
-    fn entry(&mut self, slot: usize, fd: i32, frames: &[&Event]) -> io_uring::squeue::Entry {
+    /// The SQE sending `frames` (each the variant for a `window`-bit
+    /// deflate window) to `fd`, using slot `slot`'s storage.
+    fn entry(&mut self, slot: usize, fd: i32, window: u8, frames: &[&Event]) -> io_uring::squeue::Entry {
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         if let [event] = frames {
-            return opcode::Send::new(types::Fd(fd), event.frame.as_ptr(), event.frame.len() as u32)
+            let frame = event.frame_for(window);
+            return opcode::Send::new(types::Fd(fd), frame.as_ptr(), frame.len() as u32)
                 .flags(flags)
                 .build()
                 .user_data(slot as u64);
         }
         let iovs = &mut self.iovecs[slot * MAX_IOVECS..(slot + 1) * MAX_IOVECS];
         for (iov, event) in iovs.iter_mut().zip(frames) {
-            iov.iov_base = event.frame.as_ptr() as *mut libc::c_void;
-            iov.iov_len = event.frame.len();
+            let frame = event.frame_for(window);
+            iov.iov_base = frame.as_ptr() as *mut libc::c_void;
+            iov.iov_len = frame.len();
         }
         let msg = &mut self.msgs[slot];
         msg.msg_iov = iovs.as_mut_ptr();

@@ -26,6 +26,9 @@ pub const DEVICES_FORGOTTEN: &str = "shardcast_devices_forgotten_total";
 pub const RATE_LIMITED: &str = "shardcast_client_publishes_rate_limited_total";
 pub const DISPATCH_YIELDS: &str = "shardcast_dispatch_yields_total";
 pub const JOINS_DEFERRED: &str = "shardcast_joins_deferred_total";
+pub const COMPRESSED_FRAMES: &str = "shardcast_compressed_frames_total";
+pub const DEFLATE_IN: &str = "shardcast_compression_bytes_in_total";
+pub const DEFLATE_OUT: &str = "shardcast_compression_bytes_out_total";
 pub const SOCKETS: &str = "shardcast_open_sockets";
 pub const HISTORY_BYTES: &str = "shardcast_history_bytes";
 pub const HISTORY_STREAMS: &str = "shardcast_history_streams";
@@ -154,6 +157,27 @@ pub fn prometheus(board: &Board) -> String {
         "counter",
         "Subscriptions (new connections, rooms) that waited for a fan-out in progress to finish.",
         &ShardCounters::joins_deferred_total,
+    );
+    per_shard(
+        &mut out,
+        COMPRESSED_FRAMES,
+        "counter",
+        "Frames handed to connections compressed (permessage-deflate); the rest of deliveries went plain.",
+        &ShardCounters::compressed_frames_total,
+    );
+    per_shard(
+        &mut out,
+        DEFLATE_IN,
+        "counter",
+        "Payload bytes of the events this shard compressed, before compression (once per event).",
+        &ShardCounters::deflate_in_total,
+    );
+    per_shard(
+        &mut out,
+        DEFLATE_OUT,
+        "counter",
+        "The same events' payload bytes after compression.",
+        &ShardCounters::deflate_out_total,
     );
     header(
         &mut out,

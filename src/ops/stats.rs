@@ -38,6 +38,11 @@ pub struct ShardCounters {
     dispatch_yields: AtomicU64,
     /// Joins that waited for the dispatcher's round to end.
     joins_deferred: AtomicU64,
+    /// permessage-deflate: frames handed to connections compressed, and
+    /// the payload bytes of the events compressed before and after.
+    compressed_frames: AtomicU64,
+    deflate_in: AtomicU64,
+    deflate_out: AtomicU64,
     /// Latency histograms.
     latencies: crate::ops::latency::Latencies,
 }
@@ -149,6 +154,24 @@ impl ShardCounters {
         self.joins_deferred.load(Relaxed)
     }
 
+    /// One event compressed by this shard: payload bytes before and after.
+    pub fn compressed(&self, before: usize, after: usize) {
+        self.deflate_in.fetch_add(before as u64, Relaxed);
+        self.deflate_out.fetch_add(after as u64, Relaxed);
+    }
+
+    pub fn compressed_frames_total(&self) -> u64 {
+        self.compressed_frames.load(Relaxed)
+    }
+
+    pub fn deflate_in_total(&self) -> u64 {
+        self.deflate_in.load(Relaxed)
+    }
+
+    pub fn deflate_out_total(&self) -> u64 {
+        self.deflate_out.load(Relaxed)
+    }
+
     /// Sets this shard's live room count.
     pub fn set_rooms(&self, rooms: usize) {
         self.rooms.store(rooms as u64, Relaxed);
@@ -158,6 +181,9 @@ impl ShardCounters {
     pub fn delivered(&self, events: u64, done: Delivered) {
         self.events.fetch_add(events, Relaxed);
         self.deliveries.fetch_add(done.frames, Relaxed);
+        if done.compressed > 0 {
+            self.compressed_frames.fetch_add(done.compressed, Relaxed);
+        }
         if done.slow_consumers > 0 {
             self.slow_consumers.fetch_add(done.slow_consumers, Relaxed);
         }
@@ -174,6 +200,8 @@ impl ShardCounters {
 pub struct Delivered {
     /// Frames handed to connections (written or queued).
     pub frames: u64,
+    /// Of those, frames sent compressed (permessage-deflate).
+    pub compressed: u64,
     /// Connections closed as slow consumers.
     pub slow_consumers: u64,
     /// Frames not delivered, by `metrics::DROP_REASONS` index: superseded
@@ -288,6 +316,9 @@ impl Board {
                 rate_limited: AtomicU64::new(0),
                 dispatch_yields: AtomicU64::new(0),
                 joins_deferred: AtomicU64::new(0),
+                compressed_frames: AtomicU64::new(0),
+                deflate_in: AtomicU64::new(0),
+                deflate_out: AtomicU64::new(0),
                 latencies: crate::ops::latency::Latencies::default(),
             })
             .collect();

@@ -20,6 +20,9 @@ pub enum Message<'a> {
     Pong,
     /// The peer's close frame: `None` when it carried no status code.
     Close(Option<u16>, &'a str),
+    /// A compressed (permessage-deflate) text or binary message, still
+    /// deflated: the caller inflates it and checks text as UTF-8.
+    Deflated(Data, &'a [u8]),
 }
 
 /// A protocol violation by the peer. Each maps to the close code we send
@@ -55,13 +58,18 @@ pub enum ProtocolError {
     /// RFC 6455 §5.2: a 64-bit length's most significant bit must be 0.
     #[error("64-bit payload length with its most significant bit set")]
     BadLength,
+    /// A permessage-deflate message that is not valid deflate data.
+    #[error("compressed message is not valid deflate data")]
+    BadDeflate,
 }
 
 impl ProtocolError {
     /// Why the connection is failed: the close code and reason to send.
     pub fn close_reason(&self) -> CloseReason {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseReason::InvalidPayload,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason | ProtocolError::BadDeflate => {
+                CloseReason::InvalidPayload
+            }
             ProtocolError::MessageTooBig { .. } => CloseReason::MessageTooBig,
             _ => CloseReason::ProtocolError,
         }
@@ -88,6 +96,8 @@ struct Partial {
     assembled: Vec<u8>,
     /// Bytes of `assembled` known to be valid UTF-8 (text only).
     utf8_checked: usize,
+    /// Its first frame had RSV1 (permessage-deflate): checked once inflated.
+    deflated: bool,
     /// The message was handed out by the last call and is dropped now.
     complete: bool,
 }
@@ -99,11 +109,14 @@ impl Receiver {
     /// the bytes used and the message the frame completed (a non-final
     /// fragment completes none). A frame declared larger than the message
     /// limit is refused from its header alone, before its payload arrives.
-    /// `max_message` is the largest message (all fragments) accepted.
+    /// `max_message` is the largest message (all fragments) accepted;
+    /// `deflate`: permessage-deflate was negotiated, so RSV1 may mark the
+    /// first frame of a message as compressed.
     pub fn next<'a>(
         &'a mut self,
         input: &'a mut [u8],
         max_message: usize,
+        deflate: bool,
     ) -> Result<Option<(usize, Option<Message<'a>>)>, ProtocolError> {
         if self.partial.as_ref().is_some_and(|p| p.complete) {
             self.partial = None;
@@ -118,7 +131,9 @@ impl Receiver {
             Err(_) => return Err(ProtocolError::UnknownOpcode(input[0] & 0x0f)),
         };
         let header_len = cursor.position() as usize;
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 is permessage-deflate's, on a message's first frame only.
+        let first_data = matches!(header.opcode, OpCode::Data(d) if d != Data::Continue);
+        if header.rsv2 || header.rsv3 || (header.rsv1 && !(deflate && first_data)) {
             return Err(ProtocolError::ReservedBits);
         }
         let Some(mask) = header.mask else {
@@ -164,12 +179,16 @@ impl Receiver {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
                 partial.assembled.extend_from_slice(payload);
-                if partial.kind == Data::Text {
+                if partial.kind == Data::Text && !partial.deflated {
                     check_utf8(&partial.assembled, &mut partial.utf8_checked, header.is_final)?;
                 }
                 if header.is_final {
                     partial.complete = true;
-                    Some(data_message(partial.kind, &partial.assembled))
+                    Some(if partial.deflated {
+                        Message::Deflated(partial.kind, &partial.assembled)
+                    } else {
+                        data_message(partial.kind, &partial.assembled)
+                    })
                 } else {
                     None
                 }
@@ -178,7 +197,9 @@ impl Receiver {
                 if self.partial.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                if header.is_final {
+                if header.is_final && header.rsv1 {
+                    Some(Message::Deflated(kind, payload))
+                } else if header.is_final {
                     if kind == Data::Text && std::str::from_utf8(payload).is_err() {
                         return Err(ProtocolError::InvalidUtf8);
                     }
@@ -188,9 +209,10 @@ impl Receiver {
                         kind,
                         assembled: payload.to_vec(),
                         utf8_checked: 0,
+                        deflated: header.rsv1,
                         complete: false,
                     });
-                    if kind == Data::Text {
+                    if kind == Data::Text && !header.rsv1 {
                         check_utf8(&partial.assembled, &mut partial.utf8_checked, false)?;
                     }
                     self.partial = Some(partial);
@@ -269,13 +291,14 @@ mod tests {
 
     fn one(rx: &mut Rx, mut bytes: Vec<u8>) -> Result<Option<Vec<u8>>, ProtocolError> {
         let len = bytes.len();
-        match rx.0.next(&mut bytes, rx.1)? {
+        match rx.0.next(&mut bytes, rx.1, false)? {
             Some((used, msg)) => {
                 assert_eq!(used, len);
                 Ok(msg.map(|m| match m {
                     Message::Text(t) | Message::Binary(t) | Message::Ping(t) => t.to_vec(),
                     Message::Pong => b"<pong>".to_vec(),
                     Message::Close(c, r) => format!("close {c:?} {r}").into_bytes(),
+                    Message::Deflated(_, t) => [&b"<deflated>"[..], t].concat(),
                 }))
             }
             None => panic!("incomplete"),
@@ -297,7 +320,7 @@ mod tests {
         let frame = client_frame(0x81, b"hello");
         for cut in 0..frame.len() {
             let mut part = frame[..cut].to_vec();
-            assert_eq!(rx.0.next(&mut part, rx.1), Ok(None), "cut at {cut}");
+            assert_eq!(rx.0.next(&mut part, rx.1, false), Ok(None), "cut at {cut}");
         }
     }
 
@@ -354,7 +377,7 @@ mod tests {
         let frame = client_frame(0x82, &[0u8; 101]);
         let mut header_only = frame[..8].to_vec();
         assert_eq!(
-            rx.0.next(&mut header_only, rx.1),
+            rx.0.next(&mut header_only, rx.1, false),
             Err(ProtocolError::MessageTooBig { size: 101, max: 100 })
         );
     }
@@ -367,6 +390,36 @@ mod tests {
             one(&mut rx, client_frame(0x80, &[0u8; 60])),
             Err(ProtocolError::MessageTooBig { size: 120, max: 100 })
         );
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_negotiated() {
+        let mut rx = Receiver::default();
+        let mut whole = client_frame(0xc1, b"zz");
+        let (_, msg) = rx.next(&mut whole, 100, true).unwrap().unwrap();
+        assert_eq!(msg, Some(Message::Deflated(Data::Text, b"zz")));
+        // Fragmented: RSV1 on the first frame; not checked as UTF-8 until inflated.
+        let mut first = client_frame(0x42, &[0xff]);
+        assert_eq!(rx.next(&mut first, 100, true).unwrap().unwrap().1, None);
+        let mut last = client_frame(0x80, &[0xfe]);
+        let (_, msg) = rx.next(&mut last, 100, true).unwrap().unwrap();
+        assert_eq!(msg, Some(Message::Deflated(Data::Binary, &[0xff, 0xfe][..])));
+        for (what, mut bytes) in [
+            ("without deflate", client_frame(0xc1, b"zz")),
+            ("on a ping", client_frame(0xc9, b"")),
+        ] {
+            let deflate = what != "without deflate";
+            assert_eq!(
+                Receiver::default().next(&mut bytes, 100, deflate),
+                Err(ProtocolError::ReservedBits),
+                "{what}"
+            );
+        }
+        let mut rx = Receiver::default();
+        let mut first = client_frame(0x41, b"a");
+        rx.next(&mut first, 100, true).unwrap();
+        let mut cont = client_frame(0xc0, b"b");
+        assert_eq!(rx.next(&mut cont, 100, true), Err(ProtocolError::ReservedBits));
     }
 
     #[test]
@@ -436,7 +489,7 @@ mod tests {
             let len = (seed % 24) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
             let mut rx = Rx(Receiver::default(), 64);
-            let _ = rx.0.next(&mut bytes, rx.1);
+            let _ = rx.0.next(&mut bytes, rx.1, false);
         }
     }
 }

@@ -36,6 +36,16 @@ pub fn write_header(opcode: OpCode, len: usize, out: &mut Vec<u8>) {
     let _ = header.format(len as u64, out);
 }
 
+/// The same with RSV1 set: a permessage-deflate message's (RFC 7692 §6).
+pub fn write_header_deflated(opcode: OpCode, len: usize, out: &mut Vec<u8>) {
+    let header = FrameHeader {
+        opcode,
+        rsv1: true,
+        ..FrameHeader::default()
+    };
+    let _ = header.format(len as u64, out);
+}
+
 /// A close frame with `code` and a reason (cut to fit the 125-byte control
 /// payload limit on a character boundary).
 /// The payload of an unmasked server frame this server encoded (header

@@ -5,6 +5,7 @@
 
 pub mod close;
 pub mod decode;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod http;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::fanout::broadcast::Batch;
 use crate::fanout::deliver::{Policy, Round, SendPath};
+use crate::proto::frame::{self, Data, OpCode};
 use crate::shard::Shard;
 
 /// Most batches taken from the channel per round.
@@ -40,6 +41,9 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
         if forgotten > 0 {
             shard.counters().devices_forgotten(forgotten);
         }
+        if shard.compresses() {
+            compress(&shard, &pending);
+        }
         let mut round = Round::new(&pending);
         shard.round_started();
         while !round.step(&shard.registry.borrow(), policy, &mut path, CHUNK) {
@@ -65,6 +69,33 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
             }
         }
         pending.clear();
+    }
+}
+
+/// Builds the compressed frame of each event in `pending` that has none
+/// yet (permessage-deflate): once per event, by whichever shard needs it
+/// first; the others find it built. Events under `compression_min_bytes`
+/// stay plain.
+fn compress(shard: &Shard, pending: &[Arc<Batch>]) {
+    let Some(codec) = &shard.codec else {
+        return;
+    };
+    let min = shard.config.compression_min_bytes;
+    for event in pending.iter().flat_map(|b| b.events.iter()) {
+        let payload = frame::payload(&event.frame);
+        if payload.len() < min || event.deflated.get().is_some() {
+            continue;
+        }
+        event.deflated.get_or_init(|| {
+            let opcode = match event.frame[0] & 0x0f {
+                0x2 => OpCode::Data(Data::Binary),
+                _ => OpCode::Data(Data::Text),
+            };
+            let built = codec.borrow_mut().frame(opcode, payload).map(Arc::<[u8]>::from);
+            let after = built.as_ref().map_or(payload.len(), |f| frame::payload(f).len());
+            shard.counters().compressed(payload.len(), after);
+            built
+        });
     }
 }
 

@@ -20,6 +20,7 @@ use crate::conn::queue::Chunk;
 use crate::conn::rate::RateBucket;
 use crate::proto::close::CloseReason;
 use crate::proto::decode::{Message, ProtocolError, Receiver};
+use crate::proto::deflate::{Agreed, InflateError};
 use crate::proto::frame::{self, Control, Data, OpCode};
 use crate::shard::{Shard, Since};
 use crate::sys::sockets::{self, MAX_IOVECS};
@@ -303,6 +304,7 @@ impl Driver {
     /// bytes used. After a protocol error the rest is discarded.
     fn consume(&mut self, data: &mut [u8]) -> usize {
         let mut pos = 0;
+        let deflate = self.conn.deflate() != 0;
         while pos < data.len() {
             let state = self.conn.state();
             if matches!(state, State::Finishing | State::Shut | State::Dead) {
@@ -310,9 +312,48 @@ impl Driver {
             }
             match self
                 .rx
-                .next(&mut data[pos..], self.shard.config.max_message_bytes)
+                .next(&mut data[pos..], self.shard.config.max_message_bytes, deflate)
             {
                 Ok(None) => break,
+                Ok(Some((used, Some(Message::Deflated(kind, payload))))) => {
+                    pos += used;
+                    let Some(codec) = &self.shard.codec else {
+                        // Negotiated only where the shard has a codec.
+                        self.fail(&ProtocolError::ReservedBits);
+                        return data.len();
+                    };
+                    let mut inflated = std::mem::take(&mut codec.borrow_mut().inflated);
+                    let max = self.shard.config.max_message_bytes;
+                    let checked = match codec.borrow_mut().inflater.inflate(payload, max, &mut inflated) {
+                        Err(InflateError::TooBig) => Err(ProtocolError::MessageTooBig {
+                            size: inflated.len() as u64,
+                            max,
+                        }),
+                        Err(InflateError::Corrupt) => Err(ProtocolError::BadDeflate),
+                        Ok(()) if kind == Data::Text && std::str::from_utf8(&inflated).is_err() => {
+                            Err(ProtocolError::InvalidUtf8)
+                        }
+                        Ok(()) => Ok(()),
+                    };
+                    if let Err(e) = checked {
+                        codec.borrow_mut().restore(inflated);
+                        self.fail(&e);
+                        return data.len();
+                    }
+                    let message = match kind {
+                        Data::Text => Message::Text(&inflated),
+                        _ => Message::Binary(&inflated),
+                    };
+                    handle(
+                        &self.conn,
+                        &self.shard,
+                        self.conn.role(),
+                        &mut self.session,
+                        state,
+                        message,
+                    );
+                    codec.borrow_mut().restore(inflated);
+                }
                 Ok(Some((used, message))) => {
                     pos += used;
                     if let Some(message) = message {
@@ -340,6 +381,24 @@ impl Driver {
         let deadline = self.shard.clock() + self.shard.close_timeout_secs();
         self.conn.fail(error.close_reason(), deadline);
     }
+}
+
+/// Sends a message back (conformance testing), compressed where the client
+/// negotiated permessage-deflate and that makes it smaller.
+fn echo(conn: &Conn, shard: &Shard, kind: Data, payload: &[u8]) {
+    let opcode = OpCode::Data(kind);
+    let window = conn.deflate();
+    let compressed = match &shard.codec {
+        Some(codec)
+            if payload.len() >= shard.config.compression_min_bytes && Agreed::fits(window, payload.len()) =>
+        {
+            codec.borrow_mut().frame(opcode, payload)
+        }
+        _ => None,
+    };
+    conn.send(Chunk::Owned(
+        compressed.unwrap_or_else(|| frame::encode(opcode, payload)),
+    ));
 }
 
 /// Answers a bad message; closes with 1008 a client that keeps sending them.
@@ -402,7 +461,7 @@ fn handle(
 ) {
     match (state, message) {
         (State::Open, Message::Text(payload)) => match role {
-            Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Text), payload))),
+            Role::Echo => echo(conn, shard, Data::Text, payload),
             Role::Monitor => {
                 let now = crate::time::now_rfc3339();
                 if let Some(pong) =
@@ -492,7 +551,7 @@ fn handle(
             }
         },
         (State::Open, Message::Binary(payload)) => match role {
-            Role::Echo => conn.send(Chunk::Owned(frame::encode(OpCode::Data(Data::Binary), payload))),
+            Role::Echo => echo(conn, shard, Data::Binary, payload),
             Role::Monitor => {}
             Role::Client | Role::Device => bad_message(conn, shard, &client_msg::binary_reply()),
         },
