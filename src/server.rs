@@ -4,11 +4,10 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::auth::token::{self, Claims};
+use crate::auth::token;
 use crate::auth::verify::Verifier;
 use crate::broker;
 use crate::config::Config;
@@ -64,6 +63,9 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
                 source,
             }
         })?;
+    // The bound address (port 0 picks one): the console tells browsers on
+    // the admin port where the public one is.
+    config.listen = addr;
     let (admin_fds, admin_addr) = bind_optional(config.admin_listen, &config)?;
     let (plain_fds, plain_addr) = bind_optional(config.plain_listen, &config)?;
     let board = Arc::new(Board::new(config.shards, config.client_types.clone()));
@@ -200,11 +202,7 @@ fn announce(
         let _ = writeln!(out, "shardcast listening on {addr}");
     }
     if config.dev_mode {
-        let mut claims = Claims::new("dev-user", Duration::from_secs(24 * 3600));
-        claims.types = config.client_types.clone();
-        claims.rooms = vec!["*".into()];
-        claims.publish = vec!["*".into()];
-        claims.devices = vec!["*".into()];
+        let claims = token::dev_claims(&config.client_types);
         let token = token::mint_hs256(&claims, &config.jwt_secret).unwrap_or_default();
         let key = &config.api_key;
         let api = admin.unwrap_or(addr);
@@ -229,8 +227,18 @@ fn announce(
              connect a client (pip install websockets):\n  {py_env}python3 -m websockets '{ws}://{addr}/ws/user?token={token}'\n\
              publish an event:\n  curl -sS {api_cacert}-X POST {api_web}://{api}/api/v1/publish -H 'Authorization: Bearer {key}' \
              -H 'Content-Type: application/json' -d '{{\"topic\":\"all\",\"event\":\"hello\",\"data\":{{\"text\":\"hi\"}}}}'\n\
-             health and stats:\n  curl -sS {cacert}{web}://{addr}/health\n  curl -sS {cacert}{web}://{addr}/ws/stats\n\n"
+             health and stats:\n  curl -sS {cacert}{web}://{addr}/health\n  curl -sS {cacert}{web}://{addr}/ws/stats\n"
         );
+        match crate::api::route::console_port(config) {
+            Some(crate::api::route::Port::Public) => {
+                let _ = write!(out, "console in a browser:\n  {web}://{addr}/\n");
+            }
+            Some(crate::api::route::Port::Admin) => {
+                let _ = write!(out, "console in a browser:\n  {api_web}://{api}/\n");
+            }
+            None => {}
+        }
+        let _ = writeln!(out);
     }
     let _ = out.flush();
 }

@@ -49,7 +49,8 @@ fn internal_endpoints_live_on_the_admin_address_only() {
     assert_eq!(get(&public, "/metrics"), 404);
     assert_eq!(get(&admin, "/metrics"), 200);
     assert_eq!(get(&admin, "/debug/latency"), 200);
-    assert_eq!(get(&admin, "/ws/stats"), 404);
+    // Stats on both: the console on the admin port shows them.
+    assert_eq!(get(&admin, "/ws/stats"), 200);
     assert_eq!(get(&public, "/ws/stats"), 200);
     assert_eq!(get(&public, "/health"), 200);
     assert_eq!(get(&admin, "/health"), 200);

@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use crate::api::connect::{self, Upgrade};
+use crate::api::console;
 use crate::api::history;
 use crate::api::publish;
 use crate::api::refusal::reject;
@@ -97,6 +98,14 @@ pub async fn respond(shard: &Rc<Shard>, mut request: Request, port: route::Port)
             }
         }
         Endpoint::History => (history::answer(shard, &request, keep_alive).await, after()),
+        Endpoint::Console => (console::page(shard, port, keep_alive), after()),
+        Endpoint::ConsoleAsset { file } => match console::file(&file, keep_alive) {
+            Some(reply) => (reply, after()),
+            None => (
+                reject(shard, 404, "not_found", "no such console file", keep_alive, &[]),
+                after(),
+            ),
+        },
         Endpoint::DeviceStatus { device_id } => (
             publish::device_status(shard, &mut request, &device_id, keep_alive).await,
             after(),

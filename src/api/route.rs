@@ -29,6 +29,10 @@ pub enum Endpoint {
     DeviceStatus { device_id: String },
     /// `GET /api/v1/history?topic=…&since=…&limit=…`
     History,
+    /// `GET /`: the browser console's page (see [`console_port`]).
+    Console,
+    /// `GET /console/{file}`: its scripts and style sheet.
+    ConsoleAsset { file: String },
 }
 
 impl Endpoint {
@@ -64,16 +68,43 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The console's page and files.
+    pub fn is_console(&self) -> bool {
+        matches!(self, Endpoint::Console | Endpoint::ConsoleAsset { .. })
+    }
+}
+
+/// Where the console is served: on the admin port when there is one (it
+/// publishes and reads `/debug/latency`, which live there), else on the
+/// public port in dev mode only (loopback); never with `console = off`.
+pub fn console_port(config: &Config) -> Option<Port> {
+    if !config.console {
+        None
+    } else if config.admin_listen.is_some() {
+        Some(Port::Admin)
+    } else if config.dev_mode {
+        Some(Port::Public)
+    } else {
+        None
+    }
+}
+
 /// Routes a request that came in on `port`: with `admin_listen` set, the
 /// internal endpoints exist only on the admin port, the rest only on the
-/// public one (`/health` on both).
+/// public one (`/health` on both, `/ws/stats` too for the console); the
+/// console only where [`console_port`] puts it.
 pub fn route_on(port: Port, method: &str, path: &str, config: &Config) -> Result<Endpoint, RouteError> {
     let endpoint = route(method, path, config);
+    if matches!(&endpoint, Ok(e) if e.is_console()) && console_port(config) != Some(port) {
+        return Err(RouteError::NotFound);
+    }
     if config.admin_listen.is_none() {
         return endpoint;
     }
     match (&endpoint, port) {
-        (Ok(Endpoint::Health), _) => endpoint,
+        (Ok(Endpoint::Health | Endpoint::Stats), _) => endpoint,
+        (Ok(e), Port::Admin) if e.is_console() => endpoint,
         (Ok(e), Port::Admin) if !e.is_internal() => Err(RouteError::NotFound),
         (Ok(e), Port::Public) if e.is_internal() => Err(RouteError::NotFound),
         _ => endpoint,
@@ -92,6 +123,7 @@ pub enum RouteError {
 /// Routes `method path` (path without the query string).
 pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, RouteError> {
     let (endpoint, allow) = match path {
+        "/" => (Endpoint::Console, "GET"),
         "/health" => (Endpoint::Health, "GET"),
         "/ws/stats" => (Endpoint::Stats, "GET"),
         "/metrics" => (Endpoint::Metrics, "GET"),
@@ -116,6 +148,11 @@ pub fn route(method: &str, path: &str, config: &Config) -> Result<Endpoint, Rout
 /// Paths with a parameter.
 fn dynamic(path: &str, config: &Config) -> Option<Endpoint> {
     let segment = |s: &str| !s.is_empty() && !s.contains('/');
+    if let Some(file) = path.strip_prefix("/console/") {
+        return segment(file).then(|| Endpoint::ConsoleAsset {
+            file: file.to_string(),
+        });
+    }
     if let Some(device) = path.strip_prefix("/ws/devices/") {
         return match device {
             "all" => Some(Endpoint::Monitor { device: None }),
@@ -226,6 +263,58 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(route("GET", "/ws/echo", &config(true)), Ok(Endpoint::Echo));
+    }
+
+    #[test]
+    fn the_console_lives_on_one_port() {
+        use crate::config::Switch;
+        let dev = config(false);
+        assert_eq!(route_on(Port::Public, "GET", "/", &dev), Ok(Endpoint::Console));
+        assert_eq!(
+            route_on(Port::Public, "GET", "/console/console.js", &dev),
+            Ok(Endpoint::ConsoleAsset {
+                file: "console.js".into()
+            })
+        );
+        let off = Config::from_args(ServeArgs {
+            console: Some(Switch::Off),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            route_on(Port::Public, "GET", "/", &off),
+            Err(RouteError::NotFound)
+        );
+        let production = Config::from_args(ServeArgs {
+            jwt_secret: Some("s".into()),
+            api_key: Some("k".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            route_on(Port::Public, "GET", "/", &production),
+            Err(RouteError::NotFound)
+        );
+        let admin = Config::from_args(ServeArgs {
+            jwt_secret: Some("s".into()),
+            api_key: Some("k".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            route_on(Port::Public, "GET", "/", &admin),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(route_on(Port::Admin, "GET", "/", &admin), Ok(Endpoint::Console));
+        assert_eq!(
+            route_on(Port::Admin, "GET", "/ws/stats", &admin),
+            Ok(Endpoint::Stats)
+        );
+        assert_eq!(
+            route_on(Port::Admin, "GET", "/ws/user", &admin),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]

@@ -49,6 +49,18 @@ impl Claims {
     }
 }
 
+/// The dev-mode token's claims (`sub` dev-user, 24 h): every client type,
+/// every room to join and publish to, every device to watch. Printed in the
+/// dev banner and pre-filled in the dev console; dev mode is loopback only.
+pub fn dev_claims(client_types: &[String]) -> Claims {
+    let mut claims = Claims::new("dev-user", Duration::from_secs(24 * 3600));
+    claims.types = client_types.to_vec();
+    claims.rooms = vec!["*".into()];
+    claims.publish = vec!["*".into()];
+    claims.devices = vec!["*".into()];
+    claims
+}
+
 /// `shardcast token` flags.
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {

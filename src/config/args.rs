@@ -186,6 +186,10 @@ pub struct ServeArgs {
     /// zlib compression level 0-9 (default 1).
     #[arg(long, env = "SHARDCAST_COMPRESSION_LEVEL")]
     pub compression_level: Option<u32>,
+    /// The browser console at `GET /`: `on` (default: dev mode's public
+    /// port, else the admin port) or `off`.
+    #[arg(long, env = "SHARDCAST_CONSOLE", value_enum)]
+    pub console: Option<Switch>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `shardcast=debug`).
     #[arg(long, env = "SHARDCAST_LOG")]
     pub log: Option<String>,
@@ -249,5 +253,6 @@ pub struct FileConfig {
     pub compression: Option<Switch>,
     pub compression_min_bytes: Option<usize>,
     pub compression_level: Option<u32>,
+    pub console: Option<Switch>,
     pub log: Option<String>,
 }

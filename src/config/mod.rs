@@ -67,12 +67,35 @@ pub enum SendPathKind {
     Uring,
 }
 
-/// permessage-deflate on the WebSocket endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A feature turned `on` or `off` (permessage-deflate, the console). In a
+/// file also `true` / `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Switch {
     On,
     Off,
+}
+
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Switch, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Switch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"on\", \"off\", true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<Switch, E> {
+                Ok(if on { Switch::On } else { Switch::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Switch, E> {
+                match text {
+                    "on" => Ok(Switch::On),
+                    "off" => Ok(Switch::Off),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The PEM files of the TLS port (read and checked at start-up and on SIGHUP).
@@ -156,6 +179,8 @@ pub struct Config {
     pub compression_min_bytes: usize,
     /// zlib level, 0-9 (default 1: fast; JSON still shrinks 2-4x).
     pub compression_level: u32,
+    /// Serve the browser console (`api::console`) at `GET /`.
+    pub console: bool,
     pub log: String,
 }
 
@@ -395,6 +420,7 @@ impl Config {
                     ))
                 }
             },
+            console: pick!(console).unwrap_or(Switch::On) == Switch::On,
             log: pick!(log).unwrap_or_else(|| "info".to_string()),
         };
         if config.idle_timeout <= config.heartbeat_interval {
