@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,8 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own process group: closing kills the renderers too.
+            start_new_session=True,
         )
         port_file = os.path.join(self.dir, "DevToolsActivePort")
         deadline = time.monotonic() + DEADLINE
@@ -133,7 +136,10 @@ class Browser:
         try:
             await self.ws.close()
         finally:
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait()
             shutil.rmtree(self.dir, ignore_errors=True)
 
