@@ -79,6 +79,11 @@ pub struct Args {
     /// publishers (event `i` is sent by publisher `i % N`).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
+    /// Offer permessage-deflate on every connection (no context takeover)
+    /// and inflate compressed events; the report gives the bytes on the
+    /// wire per delivery and the share that came compressed.
+    #[arg(long)]
+    pub compression: bool,
     /// Approximate size of each event as clients see it, bytes.
     #[arg(long, default_value_t = 400)]
     pub payload_bytes: usize,

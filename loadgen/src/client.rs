@@ -17,6 +17,15 @@ use crate::offsets::{self, Offsets};
 use crate::payload;
 use crate::stats::{SeqTracker, WorkerStats};
 use crate::tls::Stream;
+use shardcast::proto::deflate::Inflater;
+
+/// What `--compression` offers: no context takeover either way, so every
+/// message inflates on its own.
+const DEFLATE_OFFER: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n";
+
+/// The largest message an inflated event may be.
+const MAX_INFLATED: usize = 16 << 20;
 
 /// What a worker process's connections connect to and expect.
 #[derive(Clone, Serialize, Deserialize)]
@@ -54,6 +63,9 @@ pub struct Plan {
     /// wss://: the CA file the server's certificate is checked against.
     #[serde(default)]
     pub tls_ca: Option<String>,
+    /// Offer permessage-deflate and inflate compressed frames.
+    #[serde(default)]
+    pub deflate: bool,
 }
 
 impl Plan {
@@ -130,6 +142,8 @@ pub async fn run(
         reconnected_at: None,
         closed: None,
         finished: expected == 0,
+        inflater: plan.deflate.then(Inflater::default),
+        inflated: Vec::new(),
     };
     if reader.finished {
         live.finished.set(live.finished.get() + 1);
@@ -221,9 +235,10 @@ async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(Stream, Vec<
     let mut stream = Stream::open(tcp, plan.tls_ca.as_deref()).await?;
     let request = format!(
         "GET {}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{}\r\n",
         plan.path_of(index),
-        plan.target
+        plan.target,
+        if plan.deflate { DEFLATE_OFFER } else { "" }
     );
     let timed_out = |e: &io::Error| {
         if e.kind() == io::ErrorKind::TimedOut {
@@ -314,6 +329,9 @@ struct Reader {
     /// Why the server ended the connection, if it did before the stop.
     closed: Option<String>,
     finished: bool,
+    /// `--compression`: inflates frames with RSV1 set, into `inflated`.
+    inflater: Option<Inflater>,
+    inflated: Vec<u8>,
 }
 
 impl Reader {
@@ -375,7 +393,24 @@ impl Reader {
         let mut pongs = Vec::new();
         let sources = plan.sources.max(1);
         while let Some((opcode, start, end)) = frame_at(&self.buf[pos..]) {
-            let body = &self.buf[pos + start..pos + end];
+            let mut body = &self.buf[pos + start..pos + end];
+            if opcode == 0x1 {
+                let mut s = stats.borrow_mut();
+                s.text_frames += 1;
+                s.wire_bytes += end as u64;
+                if self.buf[pos] & 0x40 != 0 {
+                    let Some(inflater) = self.inflater.as_mut() else {
+                        self.closed = Some("a compressed frame without permessage-deflate".into());
+                        break;
+                    };
+                    if inflater.inflate(body, MAX_INFLATED, &mut self.inflated).is_err() {
+                        self.closed = Some("a compressed frame that does not inflate".into());
+                        break;
+                    }
+                    s.compressed_frames += 1;
+                    body = &self.inflated;
+                }
+            }
             match opcode {
                 0x1 => {
                     if let Some(hello) = self.offsets.connected(body) {
@@ -488,6 +523,7 @@ mod tests {
             first: 0,
             count: 8,
             tls_ca: None,
+            deflate: false,
         };
         assert_eq!(plan.expected(0), 10);
         assert_eq!(plan.path_of(1), "/all");

@@ -19,8 +19,34 @@ pub fn data(seq: u64, ts_ns: u64, payload_bytes: usize) -> String {
     let pad = payload_bytes.saturating_sub(fixed);
     format!(
         r#"{{"seq":{seq},"ts":{ts_ns},"product_id":{seq},"product_name":"loadgen product","shop_id":10,"pad":"{}"}}"#,
-        "x".repeat(pad)
+        prose(seq, pad)
     )
+}
+
+/// `len` bytes of product-description prose, different for each `seq`:
+/// padding that compresses like real event text (about 2x with deflate),
+/// not like one repeated byte.
+fn prose(seq: u64, len: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "lamp", "desk", "oak", "steel", "warm", "light", "shade", "brass", "cable", "switch", "table",
+        "modern", "classic", "white", "black", "matte", "glass", "linen", "round", "tall", "small", "soft",
+        "bright", "home", "office", "reading", "dimmable", "LED", "bulb", "base", "arm", "cord",
+    ];
+    let mut out = String::with_capacity(len + 12);
+    let mut state = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        // xorshift64: cheap, deterministic per event.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.push_str(WORDS[(state % 32) as usize]);
+        if state & 0x300 == 0 {
+            out.push_str(&(state % 1000).to_string());
+        }
+        out.push(' ');
+    }
+    out.truncate(len);
+    out
 }
 
 /// The WebSocket text message a device sends to report status change

@@ -100,6 +100,13 @@ pub struct Report {
     /// Server CPU time (user + system) per delivery, when the server's pid is known.
     pub server_cpu_us_per_delivery: Option<f64>,
     pub server_rss_kib: Option<u64>,
+    /// permessage-deflate offered (`--compression`).
+    pub compression: bool,
+    /// Bytes of each text frame as it arrived (header and payload, before
+    /// any inflating), averaged over every text frame received.
+    pub wire_bytes_per_delivery: Option<f64>,
+    /// Share of text frames that arrived compressed.
+    pub compressed_share: Option<f64>,
 }
 
 /// What a reconnect storm measured.
@@ -273,6 +280,18 @@ impl Report {
         }
         if let Some(rss) = self.server_rss_kib {
             let _ = writeln!(out, "server RSS {rss} KiB");
+        }
+        if let (Some(bytes), Some(share)) = (self.wire_bytes_per_delivery, self.compressed_share) {
+            let offered = if self.compression {
+                "permessage-deflate offered"
+            } else {
+                "plain"
+            };
+            let _ = writeln!(
+                out,
+                "wire bytes per text frame {bytes:.1}  compressed {:.1}% ({offered})",
+                share * 100.0
+            );
         }
         let _ = writeln!(
             out,

@@ -304,6 +304,7 @@ fn plans(
                 connect_rate: args.connect_rate.map(|r| r / workers as f64),
                 handshake_timeout_ms: args.handshake_timeout_ms,
                 tls_ca: args.tls_ca.clone(),
+                deflate: args.compression,
                 not_before_ns: payload::now_ns(),
                 first,
                 count,
@@ -436,6 +437,11 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         },
         server_cpu_us_per_delivery: cpu_us,
         server_rss_kib: rss,
+        compression: args.compression,
+        wire_bytes_per_delivery: (total.text_frames > 0)
+            .then(|| total.wire_bytes as f64 / total.text_frames as f64),
+        compressed_share: (total.text_frames > 0)
+            .then(|| total.compressed_frames as f64 / total.text_frames as f64),
     }
 }
 

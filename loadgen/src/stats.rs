@@ -58,6 +58,14 @@ pub struct WorkerStats {
     pub not_recovered: BTreeMap<String, u64>,
     #[serde(with = "hex_histogram")]
     pub caught_up: Histogram<u64>,
+    /// Text frames received, their bytes as they arrived (header and
+    /// payload), and how many came compressed (permessage-deflate).
+    #[serde(default)]
+    pub text_frames: u64,
+    #[serde(default)]
+    pub wire_bytes: u64,
+    #[serde(default)]
+    pub compressed_frames: u64,
 }
 
 impl WorkerStats {
@@ -85,6 +93,9 @@ impl WorkerStats {
             recovered: 0,
             not_recovered: BTreeMap::new(),
             caught_up: histogram(),
+            text_frames: 0,
+            wire_bytes: 0,
+            compressed_frames: 0,
         }
     }
 
@@ -157,6 +168,9 @@ impl WorkerStats {
         self.offset_gaps += other.offset_gaps;
         self.offset_duplicates += other.offset_duplicates;
         self.reconnected += other.reconnected;
+        self.text_frames += other.text_frames;
+        self.wire_bytes += other.wire_bytes;
+        self.compressed_frames += other.compressed_frames;
         self.recovered += other.recovered;
         for (k, v) in &other.not_recovered {
             *self.not_recovered.entry(k.clone()).or_default() += v;

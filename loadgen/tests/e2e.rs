@@ -299,3 +299,43 @@ fn a_reconnect_storm_recovers_every_missed_event_once() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("reconnect → caught up"), "{stdout}");
 }
+
+#[test]
+fn with_compression_every_event_arrives_compressed_and_intact() {
+    let run = |name: &str, extra: &[&str]| {
+        let path = scratch(name);
+        let mut args = vec![
+            "product-approved",
+            "--conns",
+            "40",
+            "--events",
+            "30",
+            "--rate",
+            "max",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--json", path.to_str().unwrap()]);
+        let out = loadgen(&args);
+        assert!(out.status.success(), "{}", show(&out));
+        (json(&path), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (p, _) = run("plain.json", &[]);
+    let (d, stdout) = run("deflated.json", &["--compression"]);
+    for r in [&p, &d] {
+        assert_eq!(num(r, "deliveries"), 40 * 30, "{r}");
+        assert_eq!(num(r, "lost"), 0, "{r}");
+        assert_eq!(num(r, "duplicates"), 0, "{r}");
+    }
+    let share = |r: &OwnedValue| r.get("compressed_share").and_then(|v| v.as_f64()).unwrap();
+    let wire = |r: &OwnedValue| r.get("wire_bytes_per_delivery").and_then(|v| v.as_f64()).unwrap();
+    assert_eq!(share(&p), 0.0, "{p}");
+    // The `connected` event is small and goes plain; every event is compressed.
+    assert!(share(&d) >= 30.0 / 31.0 - 1e-9, "{d}");
+    assert!(
+        wire(&d) < wire(&p) * 0.9,
+        "plain {} vs compressed {}",
+        wire(&p),
+        wire(&d)
+    );
+    assert!(stdout.contains("permessage-deflate offered"), "{stdout}");
+}

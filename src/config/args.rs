@@ -183,7 +183,7 @@ pub struct ServeArgs {
     /// Events smaller than this many bytes go out uncompressed (default 256).
     #[arg(long, env = "SHARDCAST_COMPRESSION_MIN_BYTES")]
     pub compression_min_bytes: Option<usize>,
-    /// zlib compression level 0-9 (default 1).
+    /// zlib compression level 0-9 (default 2).
     #[arg(long, env = "SHARDCAST_COMPRESSION_LEVEL")]
     pub compression_level: Option<u32>,
     /// The browser console at `GET /`: `on` (default: dev mode's public

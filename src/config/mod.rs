@@ -177,7 +177,8 @@ pub struct Config {
     pub compression: bool,
     /// Events smaller than this go out uncompressed.
     pub compression_min_bytes: usize,
-    /// zlib level, 0-9 (default 1: fast; JSON still shrinks 2-4x).
+    /// zlib level, 0-9 (default 2: zlib-rs level 1 codes with static Huffman
+    /// tables only, 0.70 of a 400 B event against 0.58 at 2; once per event).
     pub compression_level: u32,
     /// Serve the browser console (`api::console`) at `GET /`.
     pub console: bool,
@@ -411,7 +412,7 @@ impl Config {
             send_path: pick!(send_path).unwrap_or(SendPathKind::Uring),
             compression: pick!(compression).unwrap_or(Switch::On) == Switch::On,
             compression_min_bytes: pick!(compression_min_bytes).unwrap_or(256),
-            compression_level: match pick!(compression_level).unwrap_or(1) {
+            compression_level: match pick!(compression_level).unwrap_or(2) {
                 level @ 0..=9 => level,
                 other => {
                     return Err(invalid(

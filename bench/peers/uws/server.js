@@ -16,7 +16,12 @@ const app = certFile
 const api = certFile ? uWS.App() : app;
 let nextId = 0;
 
+// UWS_COMPRESSION=shared: permessage-deflate with one shared compressor
+// (uws-deflate in bench/compare): a publish is compressed once.
+const compression = process.env.UWS_COMPRESSION === 'shared' ? uWS.SHARED_COMPRESSOR : uWS.DISABLED;
+
 app.ws('/ws/:type', {
+  compression,
   idleTimeout: 120,
   maxPayloadLength: 64 * 1024,
   maxBackpressure: 1024 * 1024,
@@ -47,7 +52,7 @@ api.post('/api/v1/publish', (res, req) => {
       return;
     }
     const envelope = JSON.stringify({ event: body.event, timestamp: new Date().toISOString(), data: body.data });
-    app.publish(body.topic, envelope, false);
+    app.publish(body.topic, envelope, false, compression !== uWS.DISABLED);
     res.writeStatus('202 Accepted').writeHeader('Content-Type', 'application/json').end('{"id":"' + (nextId++) + '"}');
   });
 });
