@@ -188,6 +188,18 @@ async fn publish_with(
             &[("WWW-Authenticate", "Bearer")],
         );
     }
+    // Counted until answered: shutdown delivers what was acknowledged
+    // before it closes connections, and refuses what comes after.
+    let Some(_pass) = shard.broadcaster.gate().enter() else {
+        return reject(
+            shard,
+            503,
+            "shutting_down",
+            "server is shutting down: nothing was published; retry on another node",
+            false,
+            &[("Retry-After", "1")],
+        );
+    };
     let accepted = Instant::now();
     let timestamp = time::now_rfc3339();
     let (events, count) = match parse(&mut request.body, &timestamp) {

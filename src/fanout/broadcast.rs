@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::conn::handle::Published;
 use crate::fanout::envelope::{Envelope, Position};
+use crate::fanout::gate::Gate;
 use crate::fanout::remote::{Outgoing, Remote, Unavailable};
 use crate::fanout::sequencer::Sequencer;
 use crate::proto::deflate::Agreed;
@@ -108,6 +109,8 @@ pub struct Broadcaster {
     sequencer: Arc<Sequencer>,
     /// Set when the node publishes through a broker (`--broker`).
     remote: Option<Arc<Remote>>,
+    /// Publish requests pass it; shutdown closes it.
+    gate: Arc<Gate>,
 }
 
 impl Broadcaster {
@@ -124,6 +127,7 @@ impl Broadcaster {
                 senders: senders.into(),
                 sequencer,
                 remote,
+                gate: Arc::new(Gate::default()),
             },
             receivers,
         )
@@ -131,6 +135,11 @@ impl Broadcaster {
 
     pub fn sequencer(&self) -> &Sequencer {
         &self.sequencer
+    }
+
+    /// The gate every publish request passes (closed at shutdown).
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// The broker this node publishes through, if any.

@@ -179,11 +179,12 @@ async fn sweep(shard: Rc<Shard>) {
     }
 }
 
-/// Closes every connection with 1001 and waits for them to finish, at most
-/// `drain_timeout`.
+/// Delivers what was acknowledged, then closes every connection with 1001
+/// and waits for them to finish, at most `drain_timeout` in all.
 async fn drain(shard: &Rc<Shard>) {
     shard.start_draining();
     let deadline = Instant::now() + shard.config.drain_timeout;
+    deliver_acknowledged(shard, deadline).await;
     let close_by = shard.clock() + shard.close_timeout_secs();
     shard.for_each_conn(|conn| conn.close(CloseReason::Shutdown, close_by));
     while shard.connection_count() > 0 && Instant::now() < deadline {
@@ -196,5 +197,27 @@ async fn drain(shard: &Rc<Shard>) {
             left,
             "drain timeout: dropping remaining connections"
         );
+    }
+}
+
+/// Closes the publish gate (later publishes get 503), waits until no
+/// publish is in flight on any shard (then every acknowledged event is in
+/// every shard's channel), and until this shard's dispatcher has delivered
+/// all of them: the close frames queue behind those events, so no client
+/// misses an event its publisher was told was accepted. Through a broker
+/// the events are in Redis once acknowledged; clients recover them on
+/// their next node. Bounded by `deadline`.
+async fn deliver_acknowledged(shard: &Shard, deadline: Instant) {
+    let gate = shard.broadcaster.gate();
+    gate.close();
+    while gate.in_flight() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    if shard.broadcaster.remote().is_some() {
+        return;
+    }
+    let last = shard.broadcaster.sequencer().streams().last_seq();
+    while shard.delivered() < last && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
 }
