@@ -14,8 +14,10 @@ use shardcast::proto::{handshake, http};
 
 const NOW: &str = "2026-12-06T12:00:00.000Z";
 
-fn config() -> Config {
-    Config::from_args(ServeArgs::default()).expect("the dev config")
+/// The dev configuration, built once per process (not per input).
+fn config() -> &'static Config {
+    static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| Config::from_args(ServeArgs::default()).expect("the dev config"))
 }
 
 /// WebSocket frames, one after the other, as a connection's reader parses
@@ -40,7 +42,7 @@ pub fn http_head(data: &[u8]) {
     let config = config();
     let mut buf = Vec::new();
     let mut stream = futures_lite::io::Cursor::new(data.to_vec());
-    while let Ok(request) = block_on(http::read_request(&mut stream, &mut buf, &config)) {
+    while let Ok(request) = block_on(http::read_request(&mut stream, &mut buf, config)) {
         let _ = handshake::accept(&request);
         let _ = since::parse(&request);
         let _ = shardcast::auth::verify::token(&request);
@@ -93,7 +95,7 @@ pub fn since_value(data: &[u8]) {
 /// Bytes as a bearer token.
 pub fn token(data: &[u8]) {
     thread_local! {
-        static VERIFIER: Verifier = Verifier::new(&config()).expect("HS256 verifier");
+        static VERIFIER: Verifier = Verifier::new(config()).expect("HS256 verifier");
     }
     let text = String::from_utf8_lossy(data);
     VERIFIER.with(|v| {

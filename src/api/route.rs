@@ -96,15 +96,18 @@ pub fn console_port(config: &Config) -> Option<Port> {
 /// console only where [`console_port`] puts it.
 pub fn route_on(port: Port, method: &str, path: &str, config: &Config) -> Result<Endpoint, RouteError> {
     let endpoint = route(method, path, config);
-    if matches!(&endpoint, Ok(e) if e.is_console()) && console_port(config) != Some(port) {
-        return Err(RouteError::NotFound);
+    if matches!(&endpoint, Ok(e) if e.is_console()) {
+        return if console_port(config) == Some(port) {
+            endpoint
+        } else {
+            Err(RouteError::NotFound)
+        };
     }
     if config.admin_listen.is_none() {
         return endpoint;
     }
     match (&endpoint, port) {
         (Ok(Endpoint::Health | Endpoint::Stats), _) => endpoint,
-        (Ok(e), Port::Admin) if e.is_console() => endpoint,
         (Ok(e), Port::Admin) if !e.is_internal() => Err(RouteError::NotFound),
         (Ok(e), Port::Public) if e.is_internal() => Err(RouteError::NotFound),
         _ => endpoint,
@@ -276,32 +279,29 @@ mod tests {
                 file: "console.js".into()
             })
         );
-        let off = Config::from_args(ServeArgs {
+        let with = |args: ServeArgs| Config::from_args(args).unwrap();
+        let off = with(ServeArgs {
             console: Some(Switch::Off),
             ..Default::default()
-        })
-        .unwrap();
+        });
         assert_eq!(
             route_on(Port::Public, "GET", "/", &off),
             Err(RouteError::NotFound)
         );
-        let production = Config::from_args(ServeArgs {
+        let secret = || ServeArgs {
             jwt_secret: Some("s".into()),
             api_key: Some("k".into()),
             ..Default::default()
-        })
-        .unwrap();
+        };
+        let production = with(secret());
         assert_eq!(
             route_on(Port::Public, "GET", "/", &production),
             Err(RouteError::NotFound)
         );
-        let admin = Config::from_args(ServeArgs {
-            jwt_secret: Some("s".into()),
-            api_key: Some("k".into()),
+        let admin = with(ServeArgs {
             admin_listen: Some("127.0.0.1:0".into()),
-            ..Default::default()
-        })
-        .unwrap();
+            ..secret()
+        });
         assert_eq!(
             route_on(Port::Public, "GET", "/", &admin),
             Err(RouteError::NotFound)
