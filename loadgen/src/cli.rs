@@ -34,6 +34,14 @@ pub enum Command {
     /// once with `since`: recovered events, time to caught up (p50/p99),
     /// duplicates and gaps (must be 0).
     ReconnectStorm(Args),
+    /// N user connections that reconnect by themselves (`--reconnect` is
+    /// implied); half the events go out, the spawned server is killed with
+    /// SIGKILL right after the last answer and started again on the same
+    /// port after `--down-ms`; once every client is back the other half
+    /// goes out. Reports the time clients were away, why recovery did or
+    /// did not replay (`epoch changed` on the in-memory default), the loss
+    /// at the crash and after it (must be 0), and `/health` meanwhile.
+    CrashRestart(Args),
     /// Internal: one worker process, started by the others.
     #[command(hide = true)]
     Worker,
@@ -46,6 +54,7 @@ pub enum Kind {
     DeviceStatus,
     ConnectStorm,
     ReconnectStorm,
+    CrashRestart,
 }
 
 impl Kind {
@@ -55,6 +64,7 @@ impl Kind {
             Kind::DeviceStatus => "device-status",
             Kind::ConnectStorm => "connect-storm",
             Kind::ReconnectStorm => "reconnect-storm",
+            Kind::CrashRestart => "crash-restart",
         }
     }
 }
@@ -173,6 +183,28 @@ pub struct Args {
     /// The whole run ends after this many seconds, whatever its state.
     #[arg(long, default_value_t = 900)]
     pub max_secs: u64,
+    /// Connections the server ends come back by themselves with `since`
+    /// (exponential backoff with full jitter between attempts).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// `--reconnect`: the first attempt's longest wait, ms (doubling per
+    /// failed attempt).
+    #[arg(long, default_value_t = 250)]
+    pub backoff_min_ms: u64,
+    /// `--reconnect`: the longest wait between attempts, ms.
+    #[arg(long, default_value_t = 5000)]
+    pub backoff_max_ms: u64,
+    /// `--reconnect`: share of the connections that drop themselves each
+    /// minute and come back, e.g. 0.01 (a soak's churn).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// crash-restart: how long the server stays dead, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub down_ms: u64,
+    /// connect-storm and crash-restart: probe `GET /health` this often, ms
+    /// (each on a fresh connection, as a load balancer does); 0 is off.
+    #[arg(long, default_value_t = 10)]
+    pub health_every_ms: u64,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub json: Option<String>,

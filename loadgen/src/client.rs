@@ -66,6 +66,60 @@ pub struct Plan {
     /// Offer permessage-deflate and inflate compressed frames.
     #[serde(default)]
     pub deflate: bool,
+    /// `--reconnect`: a connection the server (or the network) ends comes
+    /// back by itself, as mobile SDKs do, with `since` from what it saw.
+    #[serde(default)]
+    pub resilient: Option<Backoff>,
+    /// Share of connections that drop themselves per minute and come back
+    /// (`--churn`; needs `--reconnect`).
+    #[serde(default)]
+    pub churn_per_min: f64,
+    /// crash-restart: events from this sequence number on are published
+    /// after the restart; their loss is counted apart (`late_gaps`).
+    #[serde(default)]
+    pub late_from: Option<u64>,
+}
+
+/// Exponential backoff with full jitter: attempt `n` waits a uniform time
+/// in `[0, min(max, min * 2^n)]`, so a fleet that lost its server together
+/// does not come back in lockstep.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct Backoff {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Backoff {
+    /// The wait before attempt `attempt` (0-based), given a random `roll`.
+    pub fn wait_ms(&self, attempt: u32, roll: u64) -> u64 {
+        let ceiling = self
+            .min_ms
+            .saturating_mul(1u64 << attempt.min(30))
+            .min(self.max_ms)
+            .max(1);
+        roll % (ceiling + 1)
+    }
+}
+
+/// A small xorshift generator: jitter and churn need no more.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in (0, 1].
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
 }
 
 impl Plan {
@@ -144,7 +198,11 @@ pub async fn run(
         finished: expected == 0,
         inflater: plan.deflate.then(Inflater::default),
         inflated: Vec::new(),
+        late_seen: 0,
+        rng: Rng::new(index as u64 ^ start),
+        drop_at: None,
     };
+    reader.schedule_churn(plan);
     if reader.finished {
         live.finished.set(live.finished.get() + 1);
     }
@@ -157,9 +215,23 @@ pub async fn run(
             return;
         }
     }
-    reader.read_until_stop(plan, expected, stop, live, stats).await;
+    loop {
+        reader.read_until_stop(plan, expected, stop, live, stats).await;
+        let Some(backoff) = plan.resilient.filter(|_| !stop.load(Relaxed)) else {
+            break;
+        };
+        let Some(reason) = reader.closed.take() else {
+            break;
+        };
+        if !come_back(index, plan, backoff, commands, live, stats, &mut reader, reason).await {
+            break;
+        }
+    }
     let mut s = stats.borrow_mut();
     s.gaps += expected.saturating_sub(reader.seqs.seen());
+    if let Some(late) = plan.late_from {
+        s.late_gaps += expected.saturating_sub(late).saturating_sub(reader.late_seen);
+    }
     if let Some(reason) = reader.closed {
         s.closed_early(reason);
     }
@@ -205,6 +277,58 @@ async fn reconnect(
     stats.borrow_mut().reconnected += 1;
     live.connected.set(live.connected.get() + 1);
     true
+}
+
+/// `--reconnect`: the connection ended (`reason`); come back with backoff
+/// and jitter, resuming from `since`, until connected or the run stops.
+/// Records why it dropped, the failed attempts and the time it was away.
+#[allow(clippy::too_many_arguments)]
+async fn come_back(
+    index: usize,
+    plan: &Plan,
+    backoff: Backoff,
+    commands: &Commands,
+    live: &Live,
+    stats: &RefCell<WorkerStats>,
+    reader: &mut Reader,
+    reason: String,
+) -> bool {
+    let dropped = payload::now_ns();
+    *stats.borrow_mut().drops.entry(reason).or_default() += 1;
+    let _ = reader.stream.close().await;
+    reader.buf.clear();
+    live.connected.set(live.connected.get().saturating_sub(1));
+    for attempt in 0u32.. {
+        let wait = Duration::from_millis(backoff.wait_ms(attempt, reader.rng.next()));
+        let until = std::time::Instant::now() + wait;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            if commands.stop.load(Relaxed) {
+                return false;
+            }
+            glommio::timer::sleep(left.min(Duration::from_millis(20))).await;
+        }
+        if commands.stop.load(Relaxed) {
+            return false;
+        }
+        let query = format!("&since={}", offsets::url_encode(&reader.offsets.since()));
+        match connect(index, plan, &query).await {
+            Ok((stream, leftover)) => {
+                reader.stream = stream;
+                reader.buf = leftover;
+                reader.reconnected_at = Some(dropped);
+                reader.schedule_churn(plan);
+                let mut s = stats.borrow_mut();
+                s.reconnected += 1;
+                let _ = s
+                    .downtime
+                    .record((payload::now_ns() - dropped).clamp(1, crate::stats::MAX_LATENCY_NS));
+                live.connected.set(live.connected.get() + 1);
+                return true;
+            }
+            Err(_) => stats.borrow_mut().retries += 1,
+        }
+    }
+    false
 }
 
 /// Connects from the next source address and completes the handshake.
@@ -332,9 +456,23 @@ struct Reader {
     /// `--compression`: inflates frames with RSV1 set, into `inflated`.
     inflater: Option<Inflater>,
     inflated: Vec<u8>,
+    /// crash-restart: distinct events from `late_from` on received.
+    late_seen: u64,
+    rng: Rng,
+    /// `--churn`: when this connection drops itself next (ns).
+    drop_at: Option<u64>,
 }
 
 impl Reader {
+    /// `--churn`: the next self-inflicted drop, exponentially distributed
+    /// so that `churn_per_min` of the connections drop each minute.
+    fn schedule_churn(&mut self, plan: &Plan) {
+        self.drop_at = (plan.churn_per_min > 0.0).then(|| {
+            let mean_ns = 60e9 / plan.churn_per_min;
+            payload::now_ns() + (-self.rng.unit().ln() * mean_ns) as u64
+        });
+    }
+
     /// Reads, answering pings, until the stop flag, a close or an error.
     async fn read_until_stop(
         &mut self,
@@ -348,7 +486,10 @@ impl Reader {
         loop {
             if !self.buf.is_empty() {
                 let pongs = self.parse(plan, stats);
-                if !self.finished && self.seqs.seen() >= expected {
+                let late_done = plan
+                    .late_from
+                    .is_some_and(|late| self.late_seen >= expected.saturating_sub(late));
+                if !self.finished && (self.seqs.seen() >= expected || late_done) {
                     self.finished = true;
                     live.finished.set(live.finished.get() + 1);
                     if let Some(start) = self.reconnected_at.take() {
@@ -369,6 +510,10 @@ impl Reader {
                 }
             }
             if stop.load(Relaxed) {
+                return;
+            }
+            if self.drop_at.is_some_and(|at| payload::now_ns() >= at) {
+                self.closed = Some("churn (the client dropped itself)".into());
                 return;
             }
             match self.stream.read(&mut chunk).await {
@@ -434,6 +579,9 @@ impl Reader {
                         s.duplicates += dups;
                         if dups == 0 {
                             s.record(seq, ts, now, seq < plan.warmup);
+                            if plan.late_from.is_some_and(|late| seq >= late) {
+                                self.late_seen += 1;
+                            }
                         }
                     }
                 }
@@ -524,6 +672,9 @@ mod tests {
             count: 8,
             tls_ca: None,
             deflate: false,
+            resilient: None,
+            churn_per_min: 0.0,
+            late_from: None,
         };
         assert_eq!(plan.expected(0), 10);
         assert_eq!(plan.path_of(1), "/all");
@@ -533,5 +684,23 @@ mod tests {
         assert_eq!(plan.expected(6), 2);
         let total: u64 = (0..4).map(|d| plan.expected(4 + d)).sum();
         assert_eq!(total, 10);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_ceiling_with_full_jitter() {
+        let b = Backoff {
+            min_ms: 100,
+            max_ms: 1000,
+        };
+        assert_eq!(b.wait_ms(0, 100), 100);
+        assert_eq!(b.wait_ms(0, 101), 0, "attempt 0 waits at most min");
+        assert_eq!(b.wait_ms(3, 800), 800);
+        assert_eq!(b.wait_ms(3, 801), 0, "attempt 3 waits at most 800 ms");
+        assert!(b.wait_ms(40, u64::MAX - 1) <= 1000);
+        let mut rng = Rng::new(7);
+        let waits: Vec<u64> = (0..1000).map(|_| b.wait_ms(10, rng.next())).collect();
+        assert!(waits.iter().all(|&w| w <= 1000));
+        let mean = waits.iter().sum::<u64>() / 1000;
+        assert!((400..600).contains(&mean), "uniform over [0, 1000]: mean {mean}");
     }
 }

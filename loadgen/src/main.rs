@@ -7,8 +7,10 @@
 
 mod cli;
 mod client;
+mod crash;
 mod devices;
 mod fleet;
+mod health;
 mod limits;
 mod offsets;
 mod payload;
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Command::DeviceStatus(a) => (Kind::DeviceStatus, a),
         Command::ConnectStorm(a) => (Kind::ConnectStorm, a),
         Command::ReconnectStorm(a) => (Kind::ReconnectStorm, a),
+        Command::CrashRestart(a) => (Kind::CrashRestart, a),
     };
     let (report, histogram) = match scenario::run(kind, &args) {
         Ok(r) => r,

@@ -38,9 +38,24 @@ impl Offsets {
                 let (Some(offset), Some(epoch)) = (p.get_u64("offset"), p.get_str("epoch")) else {
                     continue;
                 };
-                if !self.topics.iter().any(|(t, _)| t == topic.as_ref() as &str) {
-                    self.topics.push((topic.to_string(), offset));
-                    self.epochs.push((topic.to_string(), epoch.to_string()));
+                let topic: &str = topic.as_ref();
+                let known = self.epochs.iter().position(|(t, _)| t == topic);
+                match known {
+                    // A reconnect in the same epoch resumes where it was.
+                    Some(i) if self.epochs[i].1 == epoch => {}
+                    // A new epoch (the server lost its history: a restart
+                    // of the in-memory default) numbers from its position.
+                    Some(i) => {
+                        self.epochs[i].1 = epoch.to_string();
+                        if let Some(t) = self.topics.iter_mut().find(|(t, _)| t == topic) {
+                            t.1 = offset;
+                        }
+                    }
+                    None => {
+                        self.topics.retain(|(t, _)| t != topic);
+                        self.topics.push((topic.to_string(), offset));
+                        self.epochs.push((topic.to_string(), epoch.to_string()));
+                    }
                 }
             }
         }
@@ -144,5 +159,14 @@ mod tests {
         assert_eq!((c.missed, c.lost.len()), (1, 1));
         assert_eq!(o.last("type:user"), Some(8), "a reconnect resumes where it was");
         assert_eq!(o.see(br#"{"event":"x","topic":"devices"}"#), (0, 0));
+        // A restarted server: a new epoch numbers from its own position.
+        let restarted = br#"{"event":"connected","timestamp":"T","data":{"positions":{"type:user":{"offset":0,"epoch":"BBBBBBBB"}},"recovery":{"type:user":{"recovered":false,"reason":"epoch changed"}}}}"#;
+        let c = o.connected(restarted).unwrap();
+        assert_eq!(
+            c.lost,
+            vec![("type:user".to_string(), "epoch changed".to_string())]
+        );
+        assert_eq!(o.since(), r#"{"type:user":{"epoch":"BBBBBBBB","offset":0}}"#);
+        assert_eq!(o.see(ev(1).as_bytes()), (0, 0), "offset 1 follows 0, no gap");
     }
 }

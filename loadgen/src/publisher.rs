@@ -26,6 +26,9 @@ pub struct PublishPlan {
     pub api_key: String,
     pub topic: String,
     pub events: u64,
+    /// The first event's sequence number (events `first..events` are sent;
+    /// the schedule starts at `first`).
+    pub first: u64,
     /// Events per second; `None` sends them back to back (a burst).
     pub rate: Option<f64>,
     pub payload_bytes: usize,
@@ -89,10 +92,10 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
                     let target = plan.targets[k as usize % plan.targets.len()];
                     let (mut stream, mut reader) = open(target)?;
                     let (mut accepted, mut error) = (0, None);
-                    for seq in (k..plan.events).step_by(n as usize) {
-                        let offset = plan
-                            .rate
-                            .map_or(Duration::ZERO, |rate| Duration::from_secs_f64(seq as f64 / rate));
+                    for seq in (plan.first + k..plan.events).step_by(n as usize) {
+                        let offset = plan.rate.map_or(Duration::ZERO, |rate| {
+                            Duration::from_secs_f64((seq - plan.first) as f64 / rate)
+                        });
                         if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
                             thread::sleep(wait);
                         }
@@ -144,14 +147,14 @@ fn pipelined(plan: &PublishPlan) -> std::io::Result<Published> {
     // A server that stops answering must not stall the run.
     reader.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-    let events = plan.events;
+    let events = plan.events.saturating_sub(plan.first);
     let answers = thread::spawn(move || read_answers(reader, events));
     let mut writer = std::io::BufWriter::with_capacity(256 * 1024, stream);
     let start = Instant::now();
     let start_ns = payload::now_ns();
-    for seq in 0..plan.events {
+    for seq in plan.first..plan.events {
         let offset = match plan.rate {
-            Some(rate) => Duration::from_secs_f64(seq as f64 / rate),
+            Some(rate) => Duration::from_secs_f64((seq - plan.first) as f64 / rate),
             None => Duration::ZERO,
         };
         if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {

@@ -69,6 +69,12 @@ pub struct Report {
     pub offset_duplicates: u64,
     /// reconnect-storm figures.
     pub reconnect: Option<Reconnect>,
+    /// `--reconnect` (and crash-restart): how connections came back.
+    pub resilience: Option<Resilience>,
+    /// crash-restart figures.
+    pub crash: Option<Crash>,
+    /// `GET /health` during a connect storm or a restart.
+    pub health: Option<Health>,
     /// Connections that never got connected, and why (count by reason).
     pub connect_errors: u64,
     pub refusals: BTreeMap<String, u64>,
@@ -120,6 +126,49 @@ pub struct Reconnect {
     pub not_recovered: BTreeMap<String, u64>,
     /// Reconnect start → every missed event received, per connection.
     pub caught_up_us: Percentiles,
+}
+
+/// How `--reconnect` connections came back.
+#[derive(Serialize)]
+pub struct Resilience {
+    /// Reconnections made, and why the connections had dropped.
+    pub reconnects: u64,
+    pub drops: BTreeMap<String, u64>,
+    /// Attempts that failed and were retried after a backoff.
+    pub failed_attempts: u64,
+    /// Drop → connected again, per reconnection.
+    pub away_us: Percentiles,
+    /// Events recovery replayed from `since`, and topics it could not
+    /// recover, by reason.
+    pub recovered_events: u64,
+    pub not_recovered: BTreeMap<String, u64>,
+}
+
+/// What crash-restart measured.
+#[derive(Serialize)]
+pub struct Crash {
+    /// SIGKILL → the restarted server listening, ms.
+    pub restart_ms: f64,
+    /// SIGKILL → every client connected again, ms (`None`: not all came back).
+    pub all_back_ms: Option<f64>,
+    /// Deliveries of events accepted before the kill that never arrived
+    /// (in flight when it died; the in-memory default cannot replay them).
+    pub lost_at_crash: u64,
+    /// Deliveries of events published after the restart that never
+    /// arrived (the report's `lost`; must be 0).
+    pub lost_after_restart: u64,
+}
+
+/// The health checks' figures.
+#[derive(Serialize)]
+pub struct Health {
+    pub probes: u64,
+    /// Probes without an answer within 2 s, and answers other than 200
+    /// (503 while a broker is not up yet, or while draining).
+    pub failures: u64,
+    pub not_ready: u64,
+    /// Connect → status line of the answered probes.
+    pub latency_us: Percentiles,
 }
 
 /// Latency percentiles in microseconds, over `samples` values.
@@ -247,6 +296,29 @@ impl Report {
                     let _ = writeln!(out, "  not recovered {n}× {reason}");
                 }
             }
+            if let Some(r) = &self.resilience {
+                let _ = writeln!(
+                    out,
+                    "came back {}×  failed attempts {}  recovered events {}",
+                    r.reconnects, r.failed_attempts, r.recovered_events
+                );
+                for (reason, n) in &r.drops {
+                    let _ = writeln!(out, "  dropped {n}× {reason}");
+                }
+                for (reason, n) in &r.not_recovered {
+                    let _ = writeln!(out, "  topic not recovered {n}× {reason}");
+                }
+            }
+            if let Some(c) = &self.crash {
+                let back = c
+                    .all_back_ms
+                    .map_or("not all came back".to_string(), |ms| format!("{ms:.0} ms"));
+                let _ = writeln!(
+                    out,
+                    "crash: listening again after {:.0} ms  every client back after {back}  lost at the crash {}  lost after the restart {}",
+                    c.restart_ms, c.lost_at_crash, c.lost_after_restart
+                );
+            }
             match self.offered_deliveries_per_sec {
                 Some(offered) => {
                     let _ = writeln!(
@@ -271,6 +343,17 @@ impl Report {
         );
         for (reason, n) in &self.refusals {
             let _ = writeln!(out, "  refused {n}× {reason}");
+        }
+        if let Some(h) = &self.health {
+            let _ = writeln!(
+                out,
+                "health checks {}  unanswered {}  not 200 {}  p99 {:.1} ms  max {:.1} ms",
+                h.probes,
+                h.failures,
+                h.not_ready,
+                h.latency_us.p99 / 1e3,
+                h.latency_us.max / 1e3
+            );
         }
         for (reason, n) in &self.closes {
             let _ = writeln!(out, "  closed early {n}× {reason}");
@@ -302,8 +385,16 @@ impl Report {
         if let Some(r) = &self.reconnect {
             rows.push(("reconnect → caught up", &r.caught_up_us));
         }
+        if let Some(r) = &self.resilience {
+            rows.push(("dropped → back", &r.away_us));
+        }
+        if let Some(h) = &self.health {
+            rows.push(("GET /health", &h.latency_us));
+        }
         if self.scenario != "connect-storm" {
-            rows.insert(0, ("event → last recipient", &self.event_completion_us));
+            if self.event_completion_us.samples > 0 {
+                rows.insert(0, ("event → last recipient", &self.event_completion_us));
+            }
             rows.insert(0, ("send → receive", &self.latency_us));
         }
         for (name, p) in rows {

@@ -19,10 +19,10 @@ use crate::stats::WorkerStats;
 use crate::{devices, limits, payload, publisher, server};
 
 /// How the senders did.
-struct SendOutcome {
-    accepted: u64,
-    error: Option<String>,
-    start_ns: u64,
+pub struct SendOutcome {
+    pub accepted: u64,
+    pub error: Option<String>,
+    pub start_ns: u64,
 }
 
 /// Runs `kind` with `args`; an `Err` is a run that could not be made.
@@ -52,18 +52,22 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         limits::ephemeral_ports(),
     )?;
     let rate = parse_rate(&args.rate)?;
-    let spawned = if args.spawn {
-        let plan = server::SpawnPlan {
-            bin: args.server_bin.as_deref(),
-            jwt_secret: &args.jwt_secret,
-            api_key: &args.api_key,
-            dev_secret: args.jwt_secret == DEV_JWT_SECRET && args.api_key == DEV_API_KEY,
-            shards: args.shards,
-            pin: args.pin,
-            extra: &args.server_arg,
-        };
+    if kind == Kind::CrashRestart && !(args.spawn && args.nodes == 1) {
+        return Err("crash-restart needs --spawn (one node): it kills and restarts the server itself".into());
+    }
+    let spawn_plan = server::SpawnPlan {
+        bin: args.server_bin.as_deref(),
+        jwt_secret: &args.jwt_secret,
+        api_key: &args.api_key,
+        dev_secret: args.jwt_secret == DEV_JWT_SECRET && args.api_key == DEV_API_KEY,
+        shards: args.shards,
+        pin: args.pin,
+        extra: &args.server_arg,
+        listen: None,
+    };
+    let mut spawned = if args.spawn {
         let nodes = (0..args.nodes.max(1))
-            .map(|_| server::spawn(&plan))
+            .map(|_| server::spawn(&spawn_plan))
             .collect::<Result<Vec<_>, _>>()?;
         let per_node = (args.conns + device_count as usize).div_ceil(nodes.len());
         if per_node > limits::per_worker(nofile) {
@@ -77,7 +81,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     } else {
         Vec::new()
     };
-    let (targets, server_pids): (Vec<SocketAddr>, Vec<u32>) = if spawned.is_empty() {
+    let (targets, mut server_pids): (Vec<SocketAddr>, Vec<u32>) = if spawned.is_empty() {
         (parse_targets(args.target.as_deref())?, args.server_pid.clone())
     } else {
         spawned.iter().map(|s| (s.addr, s.pid())).unzip()
@@ -93,7 +97,9 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     let mut fleet = Fleet::start(&plans)?;
     let mut line = Line::new(conns);
 
-    // Connect.
+    // Connect (a connect storm's health checks go on meanwhile).
+    let prober = (kind == Kind::ConnectStorm && args.health_every_ms > 0)
+        .then(|| crate::health::Prober::start(target, Duration::from_millis(args.health_every_ms)));
     let connect_start = Instant::now();
     let connect_deadline = (connect_start + Duration::from_secs(60 + conns / 500)).min(hard_deadline);
     let view = line.wait(&fleet, "connecting", connect_deadline, |v| {
@@ -101,6 +107,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     });
     let connect_secs = connect_start.elapsed().as_secs_f64();
     line.finish();
+    let mut health = prober.map(crate::health::Prober::stop);
     eprintln!(
         "loadgen: {}/{conns} connected, {} refused or failed ({connect_secs:.1} s)",
         view.connected, view.failed
@@ -109,6 +116,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     // Send.
     let mut cpu_before = None;
     let mut sent = None;
+    let mut crashed = None;
     if kind == Kind::ReconnectStorm && view.connected > 0 {
         // Everyone drops; the events go out while they are away; all come
         // back at once with `since`.
@@ -117,7 +125,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         let drop_deadline = (Instant::now() + Duration::from_secs(30 + conns / 1000)).min(hard_deadline);
         line.wait(&fleet, "dropping", drop_deadline, |v| v.connected == 0);
         line.finish();
-        let sender = start_publisher(args, &publish_targets, rate)?;
+        let sender = start_publisher(args, &publish_targets, rate, 0..args.events)?;
         sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         cpu_before = server::cpu_ticks_of(&server_pids);
         fleet.tell("reconnect");
@@ -125,6 +133,25 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         line.wait(&fleet, "reconnecting", back_deadline, |v| {
             v.connected + v.failed >= conns && v.finished >= v.connected
         });
+        line.finish();
+    } else if kind == Kind::CrashRestart && view.connected > 0 {
+        std::thread::sleep(Duration::from_millis(200));
+        let c = crate::crash::run(
+            args,
+            &mut spawned[0],
+            &spawn_plan,
+            &fleet,
+            &mut line,
+            rate,
+            hard_deadline,
+            view.connected,
+        )?;
+        server_pids = vec![spawned[0].pid()];
+        sent = Some(c.sent);
+        crashed = Some((c.restart_ms, c.all_back_ms));
+        health = c.health;
+        let drain_deadline = (Instant::now() + Duration::from_secs(args.drain_secs)).min(hard_deadline);
+        line.wait(&fleet, "draining", drain_deadline, |v| v.finished >= v.connected);
         line.finish();
     } else if kind != Kind::ConnectStorm && view.connected > 0 {
         if kind == Kind::DeviceStatus {
@@ -149,7 +176,7 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         } else {
             std::thread::sleep(Duration::from_millis(200));
             cpu_before = server::cpu_ticks_of(&server_pids);
-            let sender = start_publisher(args, &publish_targets, rate)?;
+            let sender = start_publisher(args, &publish_targets, rate, 0..args.events)?;
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         }
         // Drain: wait until every connected connection has everything.
@@ -176,6 +203,8 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
             connect_secs,
             cpu: cpu_before.zip(cpu_after),
             rss,
+            crashed,
+            health,
         },
     );
     let histogram = if kind == Kind::ConnectStorm {
@@ -186,11 +215,12 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
     Ok((report, histogram))
 }
 
-/// Starts the HTTP publisher on its own thread.
-fn start_publisher(
+/// Starts the HTTP publisher of events `range` on its own thread.
+pub fn start_publisher(
     args: &Args,
     targets: &[SocketAddr],
     rate: Option<f64>,
+    range: std::ops::Range<u64>,
 ) -> Result<std::thread::JoinHandle<(SendOutcome, ())>, String> {
     let publish_to = match args.publish_target.as_deref() {
         Some(text) => vec![parse_target(Some(text))?],
@@ -200,7 +230,8 @@ fn start_publisher(
         targets: publish_to,
         api_key: args.api_key.clone(),
         topic: args.topic.clone(),
-        events: args.events,
+        events: range.end,
+        first: range.start,
         rate,
         payload_bytes: args.payload_bytes,
         mode: args.publisher,
@@ -224,7 +255,7 @@ fn start_publisher(
 }
 
 /// Waits for the sender thread while showing progress; returns its result.
-fn finish_sending<T>(
+pub fn finish_sending<T>(
     fleet: &Fleet,
     line: &mut Line,
     deadline: Instant,
@@ -256,7 +287,7 @@ fn plans(
         .saturating_mul(n)
         .min(args.conns.max(1));
     let (path, single_path, single_from, sources) = match kind {
-        Kind::ProductApproved | Kind::ConnectStorm | Kind::ReconnectStorm => {
+        Kind::ProductApproved | Kind::ConnectStorm | Kind::ReconnectStorm | Kind::CrashRestart => {
             let token = mint_token(&args.jwt_secret, "loadgen", &["user"], &[])?;
             let sep = if args.path.contains('?') { '&' } else { '?' };
             // Sequential publishers each keep their own order: event `i`
@@ -305,6 +336,12 @@ fn plans(
                 handshake_timeout_ms: args.handshake_timeout_ms,
                 tls_ca: args.tls_ca.clone(),
                 deflate: args.compression,
+                resilient: (args.reconnect || kind == Kind::CrashRestart).then_some(crate::client::Backoff {
+                    min_ms: args.backoff_min_ms,
+                    max_ms: args.backoff_max_ms.max(args.backoff_min_ms),
+                }),
+                churn_per_min: args.churn.max(0.0),
+                late_from: (kind == Kind::CrashRestart).then_some(args.events / 2),
                 not_before_ns: payload::now_ns(),
                 first,
                 count,
@@ -355,6 +392,9 @@ struct Measured<'a> {
     /// Server CPU ticks before and after sending.
     cpu: Option<(u64, u64)>,
     rss: Option<u64>,
+    /// crash-restart: SIGKILL → listening again, and → every client back (ms).
+    crashed: Option<(f64, Option<f64>)>,
+    health: Option<crate::health::Probed>,
 }
 
 fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
@@ -366,6 +406,8 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         connect_secs,
         cpu,
         rss,
+        crashed,
+        health,
     } = m;
     let (published, publish_errors, start_ns) = match &sent {
         Some(s) => (s.accepted, s.error.clone(), s.start_ns),
@@ -403,7 +445,11 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         published,
         expected_deliveries: total.expected,
         deliveries: total.received,
-        lost: total.gaps,
+        lost: if kind == Kind::CrashRestart {
+            total.late_gaps
+        } else {
+            total.gaps
+        },
         duplicates: total.duplicates,
         connect_errors: total.connect_errors,
         refusals: total.failures.clone(),
@@ -418,17 +464,44 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
             not_recovered: total.not_recovered.clone(),
             caught_up_us: Percentiles::of(&total.caught_up),
         }),
-        publisher: matches!(kind, Kind::ProductApproved | Kind::ReconnectStorm).then(|| {
-            match args.publisher {
-                publisher::Mode::Pipelined => "pipelined".to_string(),
-                publisher::Mode::Sequential => format!("sequential ×{}", args.publishers),
-            }
+        resilience: (args.reconnect || kind == Kind::CrashRestart).then(|| crate::report::Resilience {
+            reconnects: total.reconnected,
+            drops: total.drops.clone(),
+            failed_attempts: total.retries,
+            away_us: Percentiles::of(&total.downtime),
+            recovered_events: total.recovered,
+            not_recovered: total.not_recovered.clone(),
+        }),
+        crash: crashed.map(|(restart_ms, all_back_ms)| crate::report::Crash {
+            restart_ms,
+            all_back_ms,
+            lost_at_crash: total.gaps.saturating_sub(total.late_gaps),
+            lost_after_restart: total.late_gaps,
+        }),
+        health: health.map(|h| crate::report::Health {
+            probes: h.latency.len() + h.failures,
+            failures: h.failures,
+            not_ready: h.not_ready,
+            latency_us: Percentiles::of(&h.latency),
+        }),
+        publisher: matches!(
+            kind,
+            Kind::ProductApproved | Kind::ReconnectStorm | Kind::CrashRestart
+        )
+        .then(|| match args.publisher {
+            publisher::Mode::Pipelined => "pipelined".to_string(),
+            publisher::Mode::Sequential => format!("sequential ×{}", args.publishers),
         }),
         offered_events_per_sec: rate.filter(|_| paced),
         offered_deliveries_per_sec: rate.filter(|_| paced).map(|r| r * receivers),
         deliveries_per_sec: total.received as f64 * 1e9 / span_ns as f64,
         latency_us: latency,
-        event_completion_us: Percentiles::of(&crate::report::completion(total, start_ns, rate, warmup)),
+        // crash-restart's halves have two schedules: no one completion figure.
+        event_completion_us: if kind == Kind::CrashRestart {
+            Percentiles::default()
+        } else {
+            Percentiles::of(&crate::report::completion(total, start_ns, rate, warmup))
+        },
         handshake_us: Percentiles::of(&total.handshake),
         handshakes_per_sec: if connect_span > 0 {
             total.connected as f64 * 1e9 / connect_span as f64

@@ -1,6 +1,7 @@
 //! The server under test: `--spawn` starts a local `shardcast serve` on a
-//! free port (stopped with SIGTERM when the run ends); its CPU time and
-//! RSS are read from /proc.
+//! free port (stopped with SIGTERM when the run ends, or killed and
+//! started again on the same port by crash-restart); its CPU time and RSS
+//! are read from /proc.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,16 +14,29 @@ pub struct Spawned {
     /// Its admin port, when given one (`--server-arg=--admin-listen=…`):
     /// the publish API lives there.
     pub admin: Option<SocketAddr>,
+    /// Killed and reaped already: its pid may belong to another process now.
+    dead: bool,
 }
 
 impl Spawned {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// crash-restart: SIGKILL, as a crash or the OOM killer would, and
+    /// reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dead = true;
+    }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        if self.dead {
+            return;
+        }
         // SAFETY: SIGTERM to our own child for a graceful stop.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -30,6 +44,7 @@ impl Drop for Spawned {
 }
 
 /// How to start the server.
+#[derive(Clone, Copy)]
 pub struct SpawnPlan<'a> {
     pub bin: Option<&'a str>,
     pub jwt_secret: &'a str,
@@ -39,6 +54,8 @@ pub struct SpawnPlan<'a> {
     pub pin: bool,
     /// Extra `shardcast serve` arguments.
     pub extra: &'a [String],
+    /// Listen here (a restart on the same port) instead of a free port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Starts `shardcast serve` on 127.0.0.1:0 and waits for its address.
@@ -48,7 +65,8 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, String> {
         me.with_file_name("shardcast").to_string_lossy().into_owned()
     });
     let mut cmd = Command::new(&bin);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"]);
+    let listen = plan.listen.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+    cmd.args(["serve", "--listen", &listen, "--log", "warn"]);
     if !plan.dev_secret {
         cmd.args(["--jwt-secret", plan.jwt_secret, "--api-key", plan.api_key]);
     }
@@ -93,7 +111,12 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, String> {
     };
     // Keep draining its stdout so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Ok(Spawned { child, addr, admin })
+    Ok(Spawned {
+        child,
+        addr,
+        admin,
+        dead: false,
+    })
 }
 
 /// utime + stime of `pid`, in clock ticks.

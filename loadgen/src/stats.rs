@@ -66,6 +66,18 @@ pub struct WorkerStats {
     pub wire_bytes: u64,
     #[serde(default)]
     pub compressed_frames: u64,
+    /// `--reconnect`: why connections dropped (each came back or the run
+    /// ended), failed reconnect attempts, and drop → connected again, ns.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub retries: u64,
+    #[serde(with = "hex_histogram", default = "histogram")]
+    pub downtime: Histogram<u64>,
+    /// crash-restart: events published after the restart that a
+    /// connection never received.
+    #[serde(default)]
+    pub late_gaps: u64,
 }
 
 impl WorkerStats {
@@ -96,6 +108,10 @@ impl WorkerStats {
             text_frames: 0,
             wire_bytes: 0,
             compressed_frames: 0,
+            drops: BTreeMap::new(),
+            retries: 0,
+            downtime: histogram(),
+            late_gaps: 0,
         }
     }
 
@@ -176,6 +192,12 @@ impl WorkerStats {
             *self.not_recovered.entry(k.clone()).or_default() += v;
         }
         let _ = self.caught_up.add(&other.caught_up);
+        for (k, v) in &other.drops {
+            *self.drops.entry(k.clone()).or_default() += v;
+        }
+        self.retries += other.retries;
+        let _ = self.downtime.add(&other.downtime);
+        self.late_gaps += other.late_gaps;
     }
 }
 

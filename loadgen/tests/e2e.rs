@@ -339,3 +339,97 @@ fn with_compression_every_event_arrives_compressed_and_intact() {
     );
     assert!(stdout.contains("permessage-deflate offered"), "{stdout}");
 }
+
+/// crash-restart's figures from its JSON report.
+fn crash_run(name: &str, extra: &[&str]) -> OwnedValue {
+    let out_json = scratch(name);
+    let mut args = vec![
+        "crash-restart",
+        "--conns",
+        "200",
+        "--events",
+        "20",
+        "--rate",
+        "50",
+        "--down-ms",
+        "300",
+        "--backoff-max-ms",
+        "1000",
+        "--json",
+        out_json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = loadgen(&args);
+    assert!(out.status.success(), "{}", show(&out));
+    let v = json(&out_json);
+    assert_eq!(num(&v, "published"), 20);
+    assert_eq!(num(&v, "connected"), 200);
+    let r = &v["resilience"];
+    assert_eq!(num(r, "reconnects"), 200, "every client came back once");
+    assert_eq!(
+        num(&r["drops"], "connection closed without a close frame"),
+        200,
+        "a SIGKILL sends no close frame"
+    );
+    let c = &v["crash"];
+    assert_eq!(num(c, "lost_after_restart"), 0);
+    assert_eq!(num(&v, "lost"), 0);
+    let back = c
+        .get("all_back_ms")
+        .and_then(|x| x.as_f64())
+        .expect("every client back");
+    // Down 300 ms, then at most one longest backoff (1 s) plus the handshake.
+    assert!(back < 300.0 + 2.0 * 1000.0 + 1000.0, "all back after {back} ms");
+    let h = &v["health"];
+    assert!(num(h, "probes") > 10, "{h}");
+    assert_eq!(num(h, "failures"), 0, "/health answered from the restart on");
+    v
+}
+
+#[test]
+fn after_a_kill_9_every_client_comes_back_and_learns_the_epoch_changed() {
+    let v = crash_run("crash-memory.json", &[]);
+    let r = &v["resilience"];
+    // Three topics per user connection (type:user, all, user:loadgen).
+    assert_eq!(num(&r["not_recovered"], "epoch changed"), 3 * 200, "{r}");
+    assert_eq!(num(r, "recovered_events"), 0);
+}
+
+#[test]
+fn after_a_kill_9_a_redis_broker_recovers_every_event() {
+    let dir = scratch("redis-crash");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server not found: install Debian's redis-server (.ci/run does)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let broker = format!("--server-arg=--broker=redis://127.0.0.1:{port}");
+    let v = crash_run("crash-redis.json", &[&broker]);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let r = &v["resilience"];
+    assert_eq!(r["not_recovered"].as_object().map(|o| o.len()), Some(0), "{r}");
+    assert_eq!(
+        num(&v["crash"], "lost_at_crash"),
+        0,
+        "Redis kept what the dead node had"
+    );
+    assert_eq!((num(&v, "offset_gaps"), num(&v, "offset_duplicates")), (0, 0));
+    assert_eq!(num(&v, "deliveries"), 200 * 20);
+}
