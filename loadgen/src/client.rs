@@ -248,35 +248,21 @@ async fn reconnect(
     stats: &RefCell<WorkerStats>,
     reader: &mut Reader,
 ) -> bool {
-    let since = reader.offsets.since();
-    // Dropping the socket closes it: the server sees the client vanish.
-    let _ = reader.stream.close().await;
-    reader.buf.clear();
-    live.connected.set(live.connected.get().saturating_sub(1));
+    reader.hang_up(live).await;
     while !commands.reconnect.load(Relaxed) {
         if commands.stop.load(Relaxed) {
             return false;
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    let start = payload::now_ns();
-    let query = format!("&since={}", offsets::url_encode(&since));
-    match connect(index, plan, &query).await {
-        Ok((stream, leftover)) => {
-            reader.stream = stream;
-            reader.buf = leftover;
-            reader.closed = None;
-            reader.reconnected_at = Some(start);
-        }
+    match reader.rejoin(index, plan, payload::now_ns(), live, stats).await {
+        Ok(()) => true,
         Err(reason) => {
             stats.borrow_mut().failed(reason);
             live.failed.set(live.failed.get() + 1);
-            return false;
+            false
         }
     }
-    stats.borrow_mut().reconnected += 1;
-    live.connected.set(live.connected.get() + 1);
-    true
 }
 
 /// `--reconnect`: the connection ended (`reason`); come back with backoff
@@ -295,9 +281,7 @@ async fn come_back(
 ) -> bool {
     let dropped = payload::now_ns();
     *stats.borrow_mut().drops.entry(reason).or_default() += 1;
-    let _ = reader.stream.close().await;
-    reader.buf.clear();
-    live.connected.set(live.connected.get().saturating_sub(1));
+    reader.hang_up(live).await;
     for attempt in 0u32.. {
         let wait = Duration::from_millis(backoff.wait_ms(attempt, reader.rng.next()));
         let until = std::time::Instant::now() + wait;
@@ -310,19 +294,11 @@ async fn come_back(
         if commands.stop.load(Relaxed) {
             return false;
         }
-        let query = format!("&since={}", offsets::url_encode(&reader.offsets.since()));
-        match connect(index, plan, &query).await {
-            Ok((stream, leftover)) => {
-                reader.stream = stream;
-                reader.buf = leftover;
-                reader.reconnected_at = Some(dropped);
+        match reader.rejoin(index, plan, dropped, live, stats).await {
+            Ok(()) => {
                 reader.schedule_churn(plan);
-                let mut s = stats.borrow_mut();
-                s.reconnected += 1;
-                let _ = s
-                    .downtime
-                    .record((payload::now_ns() - dropped).clamp(1, crate::stats::MAX_LATENCY_NS));
-                live.connected.set(live.connected.get() + 1);
+                let away = (payload::now_ns() - dropped).clamp(1, crate::stats::MAX_LATENCY_NS);
+                let _ = stats.borrow_mut().downtime.record(away);
                 return true;
             }
             Err(_) => stats.borrow_mut().retries += 1,
@@ -464,6 +440,35 @@ struct Reader {
 }
 
 impl Reader {
+    /// Closes the connection (the server sees the client vanish) and
+    /// counts it as no longer connected.
+    async fn hang_up(&mut self, live: &Live) {
+        let _ = self.stream.close().await;
+        self.buf.clear();
+        live.connected.set(live.connected.get().saturating_sub(1));
+    }
+
+    /// Connects again with `since` from what this connection saw; `left`
+    /// (ns) is when it went away, for the time to caught up.
+    async fn rejoin(
+        &mut self,
+        index: usize,
+        plan: &Plan,
+        left: u64,
+        live: &Live,
+        stats: &RefCell<WorkerStats>,
+    ) -> Result<(), String> {
+        let query = format!("&since={}", offsets::url_encode(&self.offsets.since()));
+        let (stream, leftover) = connect(index, plan, &query).await?;
+        self.stream = stream;
+        self.buf = leftover;
+        self.closed = None;
+        self.reconnected_at = Some(left);
+        stats.borrow_mut().reconnected += 1;
+        live.connected.set(live.connected.get() + 1);
+        Ok(())
+    }
+
     /// `--churn`: the next self-inflicted drop, exponentially distributed
     /// so that `churn_per_min` of the connections drop each minute.
     fn schedule_churn(&mut self, plan: &Plan) {

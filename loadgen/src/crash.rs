@@ -38,8 +38,9 @@ pub fn run(
     before: u64,
 ) -> Result<Crashed, String> {
     let half = args.events / 2;
-    let target = [spawned.addr];
-    let first = start_publisher(args, &target, rate, 0..half)?;
+    // Publishes go to the admin port when the server has one.
+    let publish_to = |s: &Spawned| [s.admin.unwrap_or(s.addr)];
+    let first = start_publisher(args, &publish_to(spawned), rate, 0..half)?;
     let (first, ()) = finish_sending(fleet, line, deadline, first)?;
     // Right after the last answer: some deliveries are still on their way.
     spawned.kill9();
@@ -73,7 +74,7 @@ pub fn run(
     line.finish();
     let all_back_ms = (view.connected >= before).then(|| killed.elapsed().as_secs_f64() * 1e3);
     let health = prober.map(Prober::stop);
-    let second = start_publisher(args, &target, rate, half..args.events)?;
+    let second = start_publisher(args, &publish_to(spawned), rate, half..args.events)?;
     let (second, ()) = finish_sending(fleet, line, deadline, second)?;
     Ok(Crashed {
         sent: SendOutcome {
