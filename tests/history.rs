@@ -9,6 +9,7 @@ use simd_json::prelude::*;
 use simd_json::OwnedValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 fn json(text: &str) -> OwnedValue {
     simd_json::to_owned_value(&mut text.as_bytes().to_vec()).unwrap_or_else(|e| panic!("{e}: {text}"))
@@ -110,6 +111,14 @@ fn lost_history_is_reported_not_replayed() {
     for seq in 1..=20 {
         p.publish("type:user", "e", &format!(r#"{{"seq":{seq}}}"#));
     }
+    // A 202 means queued to every shard; wait until both have dispatched
+    // all 20, so the reconnect's position is 20 whichever shard takes it.
+    let dispatched = || metric_sum(&server.get("/metrics").1, "shardcast_events_total", "");
+    assert!(
+        poll_until(Instant::now() + DEADLINE, || (dispatched() == 40.0).then_some(())).is_some(),
+        "events dispatched: {}",
+        dispatched()
+    );
     let since = format!(
         r#"{{"type:user":{{"epoch":"{epoch}","offset":3}},"user:bob":{{"epoch":"XXXXXXXX","offset":1}},"room:none":{{"epoch":"{epoch}","offset":0}},"all":{{"epoch":"{epoch}","offset":99}}}}"#
     );

@@ -55,6 +55,13 @@ impl Stream {
         self.top + 1 - self.entries.len() as u64
     }
 
+    /// The oldest offset a reader standing at `at` may have of what is
+    /// kept: the `size` events up to `at`, even while older entries wait
+    /// for a slower shard (they are held for that shard, not for readers).
+    fn first_kept(&self, size: usize, at: u64) -> u64 {
+        self.first_offset().max((at + 1).saturating_sub(size as u64))
+    }
+
     /// The position a shard that has delivered batches up to `delivered`
     /// stands at: entries past it are still on their way.
     fn position_at(&self, delivered: u64) -> u64 {
@@ -151,9 +158,9 @@ impl Streams {
 
     /// Whether a client at `p` can recover from what is kept here.
     pub fn covers(&self, topic: &str, p: &Position) -> bool {
-        self.topics
-            .get(topic)
-            .is_some_and(|s| s.epoch == p.epoch && (p.offset >= s.top || p.offset + 1 >= s.first_offset()))
+        self.topics.get(topic).is_some_and(|s| {
+            s.epoch == p.epoch && (p.offset >= s.top || p.offset + 1 >= s.first_kept(self.limits.size, s.top))
+        })
     }
 
     /// Takes the event a broker placed at `p` (a new epoch, or a gap the
@@ -436,7 +443,7 @@ impl Streams {
         now: Instant,
         out: &mut Vec<Arc<[u8]>>,
     ) -> (Position, Option<Recovery>) {
-        let ttl = self.limits.ttl;
+        let (ttl, size) = (self.limits.ttl, self.limits.size);
         let forgotten = self.forgotten.contains(&self.hasher.hash_one(topic));
         if !self.topics.contains_key(topic) {
             if !forgotten {
@@ -480,7 +487,7 @@ impl Streams {
             if s.offset > stream.top {
                 return Recovery::Lost(reason::OFFSET_AHEAD);
             }
-            if s.offset + 1 < stream.first_offset() {
+            if s.offset + 1 < stream.first_kept(size, here.offset) {
                 return Recovery::Lost(reason::TOO_OLD);
             }
             let first = stream.first_offset();
@@ -524,10 +531,11 @@ impl Streams {
         let size = self.limits.size;
         let stream = self.topics.get_mut(topic)?;
         let freed = settle(stream, size, now, ttl, delivered);
-        let first = stream.first_offset();
+        let first = stream.first_kept(size, stream.top);
         let skip = after
             .saturating_add(1)
-            .saturating_sub(first)
+            .max(first)
+            .saturating_sub(stream.first_offset())
             .min(stream.entries.len() as u64) as usize;
         let frames = stream
             .entries
@@ -683,6 +691,34 @@ mod tests {
         let (_, rec) = s.join("all", Some(&since), a, Instant::now(), &mut out);
         assert_eq!(rec, Some(Recovery::Recovered { missed: 1 }));
         assert_eq!(texts(&out), ["1"]);
+    }
+
+    #[test]
+    fn entries_held_for_a_slower_shard_are_not_history() {
+        let mut s = Streams::new(limits(5));
+        let mut last = 0;
+        for _ in 0..20 {
+            // No shard has delivered anything yet: nothing may be dropped.
+            last = publish(&mut s, "all", 0);
+        }
+        let epoch = s.join("all", None, last, Instant::now(), &mut Vec::new()).0.epoch;
+        let at = |offset| Position { offset, epoch };
+        let mut out = Vec::new();
+        let (_, rec) = s.join("all", Some(&at(3)), last, Instant::now(), &mut out);
+        assert_eq!(rec, Some(Recovery::Lost(reason::TOO_OLD)));
+        assert!(out.is_empty());
+        assert!(!s.covers("all", &at(3)));
+        assert!(s.covers("all", &at(15)));
+        let (_, rec) = s.join("all", Some(&at(15)), last, Instant::now(), &mut out);
+        assert_eq!(rec, Some(Recovery::Recovered { missed: 5 }));
+        assert_eq!(texts(&out), ["16", "17", "18", "19", "20"]);
+        // A shard that has delivered only three stands at 3: the window
+        // is the five up to there, and the rest comes live.
+        let (here, rec) = s.join("all", Some(&at(0)), 3, Instant::now(), &mut out);
+        assert_eq!((here.offset, rec), (3, Some(Recovery::Recovered { missed: 3 })));
+        let range = s.range("all", 0, 100, Instant::now(), 0).unwrap();
+        assert_eq!(range.first, 16);
+        assert_eq!(texts(&range.frames), ["16", "17", "18", "19", "20"]);
     }
 
     #[test]
