@@ -205,6 +205,13 @@ pub struct Args {
     /// (each on a fresh connection, as a load balancer does); 0 is off.
     #[arg(long, default_value_t = 10)]
     pub health_every_ms: u64,
+    /// Write the run's timeline here (CSV: each window's end, connections,
+    /// deliveries timed and their p50/p99/max in ms), e.g. for a soak.
+    #[arg(long)]
+    pub timeline: Option<String>,
+    /// `--timeline`: the length of a window, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub window_secs: u64,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub json: Option<String>,

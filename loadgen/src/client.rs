@@ -78,6 +78,10 @@ pub struct Plan {
     /// after the restart; their loss is counted apart (`late_gaps`).
     #[serde(default)]
     pub late_from: Option<u64>,
+    /// `--timeline`: report the latency of each window this long (ms,
+    /// aligned to the wall clock, so every worker's windows line up); 0 is off.
+    #[serde(default)]
+    pub window_ms: u64,
 }
 
 /// Exponential backoff with full jitter: attempt `n` waits a uniform time

@@ -26,6 +26,21 @@ pub struct View {
     pub result: Option<WorkerStats>,
     /// The worker's output ended.
     pub gone: bool,
+    /// `--timeline`: the windows it reported, oldest first.
+    pub windows: Vec<Window>,
+}
+
+/// One worker's figures for one window of `--timeline`.
+#[derive(Default, Clone, Copy)]
+pub struct Window {
+    /// Its end, ms since the epoch (a multiple of the window's length).
+    pub end_ms: u64,
+    pub connected: u64,
+    /// Deliveries timed in it, and their p50, p99 and max, ns.
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
 }
 
 /// The running worker processes.
@@ -89,6 +104,26 @@ impl Fleet {
         })
     }
 
+    /// `--timeline`: each window over all workers, oldest first: the sums of
+    /// connections and deliveries, and the highest of the workers' p50, p99
+    /// and max (a worker's percentile is not mergeable; the highest bounds it).
+    pub fn windows(&self) -> Vec<Window> {
+        let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_end = std::collections::BTreeMap::<u64, Window>::new();
+        for w in views.iter().flat_map(|v| v.windows.iter()) {
+            let t = by_end.entry(w.end_ms).or_insert(Window {
+                end_ms: w.end_ms,
+                ..Window::default()
+            });
+            t.connected += w.connected;
+            t.count += w.count;
+            t.p50_ns = t.p50_ns.max(w.p50_ns);
+            t.p99_ns = t.p99_ns.max(w.p99_ns);
+            t.max_ns = t.max_ns.max(w.max_ns);
+        }
+        by_end.into_values().collect()
+    }
+
     /// Writes `word` (one line) to every worker.
     pub fn tell(&mut self, word: &str) {
         for stdin in &mut self.stdins {
@@ -144,6 +179,18 @@ fn read_worker(w: usize, stdout: std::process::ChildStdout, views: &Mutex<Vec<Vi
             if let [connected, failed, finished, received, p99] = n[..] {
                 (view.connected, view.failed, view.finished) = (connected, failed, finished);
                 (view.received, view.p99_ns) = (received, p99);
+            }
+        } else if let Some(rest) = line.strip_prefix("window ") {
+            let n: Vec<u64> = rest.split(' ').filter_map(|v| v.parse().ok()).collect();
+            if let [end_ms, connected, count, p50_ns, p99_ns, max_ns] = n[..] {
+                view.windows.push(Window {
+                    end_ms,
+                    connected,
+                    count,
+                    p50_ns,
+                    p99_ns,
+                    max_ns,
+                });
             }
         } else if let Some(json) = line.strip_prefix("result ") {
             match simd_json::serde::from_slice::<WorkerStats>(&mut json.as_bytes().to_vec()) {

@@ -184,6 +184,9 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         line.wait(&fleet, "draining", drain_deadline, |v| v.finished >= v.connected);
         line.finish();
     }
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &fleet.windows())?;
+    }
     let cpu_after = server::cpu_ticks_of(&server_pids);
     let rss = server::rss_kib_of(&server_pids);
     let results = fleet.stop(Instant::now() + Duration::from_secs(15))?;
@@ -213,6 +216,24 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         total.latency
     };
     Ok((report, histogram))
+}
+
+/// `--timeline`: one CSV row per window.
+fn write_timeline(path: &str, windows: &[crate::fleet::Window]) -> Result<(), String> {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let mut text = String::from("end_unix_ms,connected,deliveries,p50_ms,p99_ms,max_ms\n");
+    for w in windows {
+        text.push_str(&format!(
+            "{},{},{},{:.3},{:.3},{:.3}\n",
+            w.end_ms,
+            w.connected,
+            w.count,
+            ms(w.p50_ns),
+            ms(w.p99_ns),
+            ms(w.max_ns)
+        ));
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))
 }
 
 /// Starts the HTTP publisher of events `range` on its own thread.
@@ -342,6 +363,11 @@ fn plans(
                 }),
                 churn_per_min: args.churn.max(0.0),
                 late_from: (kind == Kind::CrashRestart).then_some(args.events / 2),
+                window_ms: if args.timeline.is_some() {
+                    args.window_secs.max(1) * 1000
+                } else {
+                    0
+                },
                 not_before_ns: payload::now_ns(),
                 first,
                 count,

@@ -6,7 +6,9 @@
 //! JSON, later `stop` (or closes stdin); in a reconnect storm also `drop`
 //! and `reconnect` before it. The worker writes
 //! `progress <connected> <failed> <finished> <received> <p99 ns>` four times
-//! a second and, after the stop, `result <WorkerStats JSON>`.
+//! a second, with `--timeline` also `window <end ms> <connected> <count>
+//! <p50 ns> <p99 ns> <max ns>` for the deliveries timed in each window, and,
+//! after the stop, `result <WorkerStats JSON>`.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -78,7 +80,12 @@ async fn work(plan: Plan, commands: Arc<Commands>) -> WorkerStats {
     let gate = Rc::new(glommio::sync::Semaphore::new(
         plan.connect_concurrency.max(1) as u64
     ));
-    let reporter = glommio::spawn_local(report_progress(stats.clone(), live.clone(), commands.clone()));
+    let reporter = glommio::spawn_local(report_progress(
+        stats.clone(),
+        live.clone(),
+        commands.clone(),
+        plan.window_ms,
+    ));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(plan.count);
     for j in 0..plan.count {
@@ -111,18 +118,25 @@ async fn work(plan: Plan, commands: Arc<Commands>) -> WorkerStats {
     stats
 }
 
-/// Prints a progress line every 250 ms until the stop.
-async fn report_progress(stats: Rc<RefCell<WorkerStats>>, live: Rc<Live>, commands: Arc<Commands>) {
+/// Prints a progress line every 250 ms until the stop, and a window line
+/// at every multiple of `window_ms` of the wall clock (when not 0).
+async fn report_progress(
+    stats: Rc<RefCell<WorkerStats>>,
+    live: Rc<Live>,
+    commands: Arc<Commands>,
+    window_ms: u64,
+) {
+    let mut window = Window::new(window_ms);
     loop {
         let last = commands.stop.load(Relaxed);
-        let (received, p99) = {
+        let (received, p99, ended) = {
             let s = stats.borrow();
             let p99 = if s.latency.is_empty() {
                 0
             } else {
                 s.latency.value_at_quantile(0.99)
             };
-            (s.received, p99)
+            (s.received, p99, window.ended(&s.latency))
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -132,11 +146,61 @@ async fn report_progress(stats: Rc<RefCell<WorkerStats>>, live: Rc<Live>, comman
             live.failed.get(),
             live.finished.get()
         );
+        if let Some((end_ms, h)) = ended {
+            let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+            let _ = writeln!(
+                out,
+                "window {end_ms} {} {} {} {} {}",
+                live.connected.get(),
+                h.len(),
+                q(0.5),
+                q(0.99),
+                h.max()
+            );
+        }
         let _ = out.flush();
         drop(out);
         if last {
             return;
         }
         glommio::timer::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `--timeline`: the deliveries timed since the last window's end.
+struct Window {
+    every_ms: u64,
+    /// The end of the current window, ms since the epoch.
+    end_ms: u64,
+    /// Everything timed before the current window.
+    before: hdrhistogram::Histogram<u64>,
+}
+
+impl Window {
+    fn new(every_ms: u64) -> Window {
+        let now = crate::payload::now_ns() / 1_000_000;
+        Window {
+            every_ms,
+            end_ms: if every_ms == 0 {
+                u64::MAX
+            } else {
+                (now / every_ms + 1) * every_ms
+            },
+            before: crate::stats::histogram(),
+        }
+    }
+
+    /// Once the current window is over: its end and what it timed.
+    fn ended(&mut self, all: &hdrhistogram::Histogram<u64>) -> Option<(u64, hdrhistogram::Histogram<u64>)> {
+        let now = crate::payload::now_ns() / 1_000_000;
+        if now < self.end_ms {
+            return None;
+        }
+        let mut this = all.clone();
+        let _ = this.subtract(&self.before);
+        self.before = all.clone();
+        let end = self.end_ms;
+        self.end_ms = (now / self.every_ms + 1) * self.every_ms;
+        Some((end, this))
     }
 }
