@@ -205,6 +205,21 @@ pub struct Args {
     /// (each on a fresh connection, as a load balancer does); 0 is off.
     #[arg(long, default_value_t = 10)]
     pub health_every_ms: u64,
+    /// product-approved with --spawn: SIGTERM the server this many ms after
+    /// publishing starts (a drain under load). The publisher goes on until
+    /// the server refuses or is gone; the report gives the close codes, the
+    /// time to exit and its status, and the loss of acknowledged events
+    /// (must be 0; events refused are not loss).
+    #[arg(long)]
+    pub sigterm_after_ms: Option<u64>,
+    /// Also hold this many slowloris connections while the run goes on:
+    /// each sends an upgrade's request head one byte every
+    /// --slowloris-every-ms and is opened again when the server cuts it.
+    #[arg(long, default_value_t = 0)]
+    pub slowloris: usize,
+    /// `--slowloris`: ms between two bytes of a slow connection.
+    #[arg(long, default_value_t = 1000)]
+    pub slowloris_every_ms: u64,
     /// Write the run's timeline here (CSV: each window's end, connections,
     /// deliveries timed and their p50/p99/max in ms), e.g. for a soak.
     #[arg(long)]

@@ -684,6 +684,7 @@ mod tests {
             resilient: None,
             churn_per_min: 0.0,
             late_from: None,
+            window_ms: 0,
         };
         assert_eq!(plan.expected(0), 10);
         assert_eq!(plan.path_of(1), "/all");

@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod crash;
 mod devices;
+mod drain;
 mod fleet;
 mod health;
 mod limits;
@@ -19,6 +20,7 @@ mod publisher;
 mod report;
 mod scenario;
 mod server;
+mod slowloris;
 mod stats;
 mod tls;
 mod worker;
@@ -99,7 +101,8 @@ fn main() -> ExitCode {
         || report.offset_duplicates > 0
         || report.connected < report.conns
         || report.unexpected_closes > 0
-        || report.publish_errors.is_some();
+        || report.publish_errors.is_some()
+        || report.drain.as_ref().is_some_and(|d| !d.clean_exit);
     if failed {
         ExitCode::from(1)
     } else {

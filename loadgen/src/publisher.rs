@@ -106,8 +106,15 @@ fn sequential(plan: &PublishPlan) -> std::io::Result<Published> {
                             // A server may close an idle keep-alive connection
                             // (shardcast does under socket pressure) before
                             // reading the request: reconnect and send it again.
-                            (stream, reader) = open(target)?;
-                            answer = ask(&mut stream, &mut reader, &req);
+                            // A server that is gone ends this publisher, keeping
+                            // what it accepted.
+                            answer = match open(target) {
+                                Ok(fresh) => {
+                                    (stream, reader) = fresh;
+                                    ask(&mut stream, &mut reader, &req)
+                                }
+                                Err(e) => Err(format!("cannot reconnect: {e}")),
+                            };
                         }
                         if !tally(answer, &mut accepted, &mut error) {
                             break;
@@ -152,25 +159,43 @@ fn pipelined(plan: &PublishPlan) -> std::io::Result<Published> {
     let mut writer = std::io::BufWriter::with_capacity(256 * 1024, stream);
     let start = Instant::now();
     let start_ns = payload::now_ns();
+    // A failed write (the server gone) ends the sending; the answers read
+    // so far still count.
+    let mut written = Ok(());
     for seq in plan.first..plan.events {
         let offset = match plan.rate {
             Some(rate) => Duration::from_secs_f64((seq - plan.first) as f64 / rate),
             None => Duration::ZERO,
         };
         if let Some(wait) = (start + offset).checked_duration_since(Instant::now()) {
-            writer.flush()?;
+            written = writer.flush();
+            if written.is_err() {
+                break;
+            }
             thread::sleep(wait);
         }
         let ts = start_ns + offset.as_nanos() as u64;
-        writer.write_all(request(plan, seq, ts).as_bytes())?;
-        if plan.rate.is_some() {
-            writer.flush()?;
+        written = writer.write_all(request(plan, seq, ts).as_bytes());
+        if written.is_ok() && plan.rate.is_some() {
+            written = writer.flush();
+        }
+        if written.is_err() {
+            break;
         }
     }
-    writer.flush()?;
-    let (accepted, error) = answers
+    if written.is_ok() {
+        written = writer.flush();
+    }
+    if written.is_err() {
+        // Unblock the reader waiting for answers that cannot come.
+        let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+    let (accepted, mut error) = answers
         .join()
         .unwrap_or((0, Some("answer reader panicked".into())));
+    if let Err(e) = written {
+        error.get_or_insert(format!("publish write failed: {e}"));
+    }
     Ok(Published {
         accepted,
         error,

@@ -75,6 +75,10 @@ pub struct Report {
     pub crash: Option<Crash>,
     /// `GET /health` during a connect storm or a restart.
     pub health: Option<Health>,
+    /// `--sigterm-after-ms`: the drain.
+    pub drain: Option<Drain>,
+    /// `--slowloris`: the slow peers beside the clients.
+    pub slowloris: Option<SlowPeers>,
     /// Connections that never got connected, and why (count by reason).
     pub connect_errors: u64,
     pub refusals: BTreeMap<String, u64>,
@@ -157,6 +161,42 @@ pub struct Crash {
     /// Deliveries of events published after the restart that never
     /// arrived (the report's `lost`; must be 0).
     pub lost_after_restart: u64,
+}
+
+/// What a drain under load measured.
+#[derive(Serialize)]
+pub struct Drain {
+    pub sigterm_after_ms: u64,
+    /// SIGTERM → the server process gone, ms (`None`: it did not exit
+    /// within --drain-secs and was killed).
+    pub exit_ms: Option<f64>,
+    pub exit_status: String,
+    /// Exited by itself with status 0.
+    pub clean_exit: bool,
+    /// How the server stopped taking events (the first refusal or failure).
+    pub refused: Option<String>,
+    /// Connections that got close 1001 (going away).
+    pub going_away: u64,
+    /// Deliveries of acknowledged (202) events that never arrived (the
+    /// report's `lost`; must be 0).
+    pub lost_acknowledged: u64,
+}
+
+/// What the slow peers saw.
+#[derive(Serialize)]
+pub struct SlowPeers {
+    /// Held open at once, and ms between two of their bytes.
+    pub peers: usize,
+    pub every_ms: u64,
+    /// Opened over the run (the first ones and their replacements).
+    pub opened: u64,
+    pub connect_failures: u64,
+    /// How the server ended them: its status (`408`) or what happened.
+    pub cuts: BTreeMap<String, u64>,
+    /// Connect → cut.
+    pub cut_after_us: Percentiles,
+    /// The longest a connection still open at the end had been open, ms.
+    pub oldest_open_ms: f64,
 }
 
 /// The health checks' figures.
@@ -358,6 +398,31 @@ impl Report {
         for (reason, n) in &self.closes {
             let _ = writeln!(out, "  closed early {n}× {reason}");
         }
+        if let Some(d) = &self.drain {
+            let exit = d
+                .exit_ms
+                .map_or("did not exit in time (killed)".to_string(), |ms| {
+                    format!("exited {ms:.0} ms after")
+                });
+            let _ = writeln!(
+                out,
+                "drain: SIGTERM {} ms into publishing, server {exit} ({})  close 1001 {}  acknowledged but lost {}",
+                d.sigterm_after_ms, d.exit_status, d.going_away, d.lost_acknowledged
+            );
+            if let Some(r) = &d.refused {
+                let _ = writeln!(out, "  the publisher stopped at: {r}");
+            }
+        }
+        if let Some(s) = &self.slowloris {
+            let _ = writeln!(
+                out,
+                "slowloris: {} held, one byte every {} ms; {} opened, {} failed to connect, oldest still open {:.0} ms",
+                s.peers, s.every_ms, s.opened, s.connect_failures, s.oldest_open_ms
+            );
+            for (how, n) in &s.cuts {
+                let _ = writeln!(out, "  cut {n}× {how}");
+            }
+        }
         if let Some(cpu) = self.server_cpu_us_per_delivery {
             let _ = writeln!(out, "server CPU per delivery {cpu:.3} µs");
         }
@@ -390,6 +455,9 @@ impl Report {
         }
         if let Some(h) = &self.health {
             rows.push(("GET /health", &h.latency_us));
+        }
+        if let Some(s) = &self.slowloris {
+            rows.push(("slowloris connect → cut", &s.cut_after_us));
         }
         if self.scenario != "connect-storm" {
             if self.event_completion_us.samples > 0 {

@@ -47,13 +47,25 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         0
     };
     limits::check_sources(
-        args.conns + device_count as usize,
+        args.conns + device_count as usize + args.slowloris,
         &ips,
         limits::ephemeral_ports(),
     )?;
     let rate = parse_rate(&args.rate)?;
     if kind == Kind::CrashRestart && !(args.spawn && args.nodes == 1) {
         return Err("crash-restart needs --spawn (one node): it kills and restarts the server itself".into());
+    }
+    if args.sigterm_after_ms.is_some() && !(kind == Kind::ProductApproved && args.spawn && args.nodes == 1) {
+        return Err(
+            "--sigterm-after-ms needs product-approved with --spawn (one node): it stops the server itself"
+                .into(),
+        );
+    }
+    if args.slowloris > limits::per_worker(nofile) {
+        return Err(format!(
+            "--slowloris {} is more than this process can hold (open-file limit {nofile})",
+            args.slowloris
+        ));
     }
     let spawn_plan = server::SpawnPlan {
         bin: args.server_bin.as_deref(),
@@ -113,10 +125,23 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
         view.connected, view.failed
     );
 
+    // Slow peers from here to the end, beside the measured clients.
+    let slow = match args.slowloris {
+        0 => None,
+        n => Some(crate::slowloris::Slowloris::start(
+            target,
+            &args.path,
+            &ips,
+            n,
+            Duration::from_millis(args.slowloris_every_ms.max(1)),
+        )?),
+    };
+
     // Send.
     let mut cpu_before = None;
     let mut sent = None;
     let mut crashed = None;
+    let mut drained = None;
     if kind == Kind::ReconnectStorm && view.connected > 0 {
         // Everyone drops; the events go out while they are away; all come
         // back at once with `since`.
@@ -173,17 +198,38 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
                 )
             });
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
+        } else if args.sigterm_after_ms.is_some() {
+            std::thread::sleep(Duration::from_millis(200));
+            let d = crate::drain::run(
+                args,
+                &mut spawned[0],
+                &publish_targets,
+                &fleet,
+                &mut line,
+                rate,
+                hard_deadline,
+            )?;
+            sent = Some(SendOutcome {
+                accepted: d.sent.accepted,
+                error: None,
+                start_ns: d.sent.start_ns,
+            });
+            drained = Some(d);
         } else {
             std::thread::sleep(Duration::from_millis(200));
             cpu_before = server::cpu_ticks_of(&server_pids);
             let sender = start_publisher(args, &publish_targets, rate, 0..args.events)?;
             sent = Some(finish_sending(&fleet, &mut line, hard_deadline, sender)?.0);
         }
-        // Drain: wait until every connected connection has everything.
-        let drain_deadline = (Instant::now() + Duration::from_secs(args.drain_secs)).min(hard_deadline);
-        line.wait(&fleet, "draining", drain_deadline, |v| v.finished >= v.connected);
-        line.finish();
+        // Drain: wait until every connected connection has everything (a
+        // stopped server has closed them all already).
+        if drained.is_none() {
+            let drain_deadline = (Instant::now() + Duration::from_secs(args.drain_secs)).min(hard_deadline);
+            line.wait(&fleet, "draining", drain_deadline, |v| v.finished >= v.connected);
+            line.finish();
+        }
     }
+    let slowed = slow.map(crate::slowloris::Slowloris::stop);
     if let Some(path) = &args.timeline {
         write_timeline(path, &fleet.windows())?;
     }
@@ -208,6 +254,8 @@ pub fn run(kind: Kind, args: &Args) -> Result<(Report, Histogram<u64>), String> 
             rss,
             crashed,
             health,
+            drained,
+            slowed,
         },
     );
     let histogram = if kind == Kind::ConnectStorm {
@@ -421,6 +469,8 @@ struct Measured<'a> {
     /// crash-restart: SIGKILL → listening again, and → every client back (ms).
     crashed: Option<(f64, Option<f64>)>,
     health: Option<crate::health::Probed>,
+    drained: Option<crate::drain::Drained>,
+    slowed: Option<crate::slowloris::Slowed>,
 }
 
 fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
@@ -434,6 +484,8 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         rss,
         crashed,
         health,
+        drained,
+        slowed,
     } = m;
     let (published, publish_errors, start_ns) = match &sent {
         Some(s) => (s.accepted, s.error.clone(), s.start_ns),
@@ -453,6 +505,17 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         args.warmup.unwrap_or(args.events / 20).min(args.events)
     };
     let paced = kind != Kind::ConnectStorm;
+    // A drain: closes with 1001 are what it asks for; every connected client
+    // expected every event, so what the server refused is not loss.
+    let going_away: u64 = total
+        .closes
+        .iter()
+        .filter(|(reason, _)| reason.starts_with("close 1001"))
+        .map(|(_, n)| n)
+        .sum();
+    let lost_acknowledged = total
+        .gaps
+        .saturating_sub(total.connected * args.events.saturating_sub(published));
     let receivers = total.expected.checked_div(args.events.max(1)).unwrap_or(0) as f64;
     Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -473,14 +536,38 @@ fn build_report(kind: Kind, args: &Args, m: Measured) -> Report {
         deliveries: total.received,
         lost: if kind == Kind::CrashRestart {
             total.late_gaps
+        } else if drained.is_some() {
+            lost_acknowledged
         } else {
             total.gaps
         },
         duplicates: total.duplicates,
         connect_errors: total.connect_errors,
         refusals: total.failures.clone(),
-        unexpected_closes: total.unexpected_closes,
+        unexpected_closes: if drained.is_some() {
+            total.unexpected_closes - going_away
+        } else {
+            total.unexpected_closes
+        },
         closes: total.closes.clone(),
+        drain: drained.as_ref().map(|d| crate::report::Drain {
+            sigterm_after_ms: args.sigterm_after_ms.unwrap_or(0),
+            exit_ms: d.exit_ms,
+            exit_status: d.status.clone(),
+            clean_exit: d.clean,
+            refused: d.sent.error.clone(),
+            going_away,
+            lost_acknowledged,
+        }),
+        slowloris: slowed.map(|s| crate::report::SlowPeers {
+            peers: args.slowloris,
+            every_ms: args.slowloris_every_ms,
+            opened: s.opened,
+            connect_failures: s.connect_failures,
+            cuts: s.cuts,
+            cut_after_us: Percentiles::of(&s.cut_after),
+            oldest_open_ms: s.oldest_open_ns as f64 / 1e6,
+        }),
         publish_errors,
         offset_gaps: total.offset_gaps,
         offset_duplicates: total.offset_duplicates,

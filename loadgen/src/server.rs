@@ -23,6 +23,29 @@ impl Spawned {
         self.child.id()
     }
 
+    /// A drain: SIGTERM now, without waiting (see [`Spawned::wait_exit`]).
+    pub fn terminate(&self) {
+        // SAFETY: SIGTERM to our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits until the process exits, or `deadline`; its status, once
+    /// reaped.
+    pub fn wait_exit(&mut self, deadline: std::time::Instant) -> Option<std::process::ExitStatus> {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.dead = true;
+                    return Some(status);
+                }
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// crash-restart: SIGKILL, as a crash or the OOM killer would, and
     /// reap it.
     pub fn kill9(&mut self) {

@@ -181,11 +181,7 @@ impl Window {
         let now = crate::payload::now_ns() / 1_000_000;
         Window {
             every_ms,
-            end_ms: if every_ms == 0 {
-                u64::MAX
-            } else {
-                (now / every_ms + 1) * every_ms
-            },
+            end_ms: now.checked_div(every_ms).map_or(u64::MAX, |w| (w + 1) * every_ms),
             before: crate::stats::histogram(),
         }
     }

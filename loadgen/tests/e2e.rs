@@ -433,3 +433,86 @@ fn after_a_kill_9_a_redis_broker_recovers_every_event() {
     assert_eq!((num(&v, "offset_gaps"), num(&v, "offset_duplicates")), (0, 0));
     assert_eq!(num(&v, "deliveries"), 200 * 20);
 }
+
+#[test]
+fn a_drain_under_load_closes_everyone_with_1001_and_loses_no_acknowledged_event() {
+    let out_json = scratch("drain.json");
+    let out = loadgen(&[
+        "product-approved",
+        "--conns",
+        "300",
+        "--events",
+        "5000",
+        "--rate",
+        "200",
+        "--publisher",
+        "sequential",
+        "--sigterm-after-ms",
+        "700",
+        "--server-arg=--drain-timeout=3s",
+        "--json",
+        out_json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v = json(&out_json);
+    let d = &v["drain"];
+    assert_eq!(d.get_bool("clean_exit"), Some(true), "{d}");
+    assert_eq!(num(d, "going_away"), 300, "every client got close 1001: {v}");
+    assert_eq!(num(d, "lost_acknowledged"), 0);
+    assert_eq!((num(&v, "lost"), num(&v, "duplicates")), (0, 0));
+    assert_eq!(num(&v, "unexpected_closes"), 0, "{v}");
+    // Publishing was under way at the SIGTERM and stopped at a refusal.
+    let published = num(&v, "published");
+    assert!(published > 0 && published < 5000, "published {published}");
+    assert!(d.get_str("refused").is_some(), "{d}");
+    let exit_ms = d.get("exit_ms").and_then(|x| x.as_f64()).expect("exited");
+    assert!(exit_ms < 3000.0 + 2000.0, "exited {exit_ms} ms after the SIGTERM");
+}
+
+#[test]
+fn slowloris_peers_are_cut_at_the_handshake_timeout_while_clients_get_everything() {
+    let out_json = scratch("slowloris.json");
+    let out = loadgen(&[
+        "product-approved",
+        "--conns",
+        "100",
+        "--events",
+        "40",
+        "--rate",
+        "10",
+        "--slowloris",
+        "200",
+        "--slowloris-every-ms",
+        "200",
+        "--server-arg=--handshake-timeout=1s",
+        "--json",
+        out_json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v = json(&out_json);
+    assert_eq!((num(&v, "lost"), num(&v, "deliveries")), (0, 100 * 40));
+    let s = &v["slowloris"];
+    let cuts = s["cuts"].as_object().expect("cuts");
+    assert_eq!(cuts.len(), 1, "every cut is a 408: {s}");
+    assert!(
+        num(&s["cuts"], "408") >= 200,
+        "each slow peer was cut at least once: {s}"
+    );
+    assert_eq!(num(s, "connect_failures"), 0);
+    let after = &s["cut_after_us"];
+    let (p50, max) = (
+        after.get("p50").and_then(|x| x.as_f64()).unwrap(),
+        after.get("max").and_then(|x| x.as_f64()).unwrap(),
+    );
+    // Cut at the 1 s timeout: not before, and not much after.
+    assert!(
+        after.get("min").and_then(|x| x.as_f64()).unwrap() >= 900_000.0,
+        "{s}"
+    );
+    assert!(p50 < 1_500_000.0 && max < 3_000_000.0, "{s}");
+    let oldest = s.get("oldest_open_ms").and_then(|x| x.as_f64()).unwrap();
+    assert!(
+        oldest < 3000.0,
+        "a slow peer was still open after {oldest} ms: {s}"
+    );
+}
