@@ -238,10 +238,8 @@ fn connect(target: SocketAddr, ip: Option<Ipv4Addr>) -> std::io::Result<TcpStrea
         socket.bind(&SocketAddr::V4(SocketAddrV4::new(ip, 0)).into())?;
     }
     socket.connect_timeout(&target.into(), Duration::from_secs(2))?;
-    let mut stream: TcpStream = socket.into();
+    let stream: TcpStream = socket.into();
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;
-    // Nothing is written yet; a zero-length write checks the socket is up.
-    stream.write_all(&[])?;
     Ok(stream)
 }
