@@ -18,7 +18,7 @@ use crate::ops::stats::Board;
 use crate::serve::runtime::{self, Listeners};
 use crate::shard::Shared;
 use crate::sys::signals as shutdown;
-use crate::sys::{limits, sockets};
+use crate::sys::{limits, rings, sockets};
 use crate::tls::kernel;
 use crate::tls::keys::{Keys, SelfSigned};
 
@@ -46,6 +46,7 @@ const BROADCAST_CAPACITY: usize = 4096;
 /// Runs the server until it has drained after a signal.
 pub fn run(mut config: Config) -> Result<(), ServerError> {
     let limits = limits::raise();
+    let (ring_depth, ring_reason) = rings::depth();
     if config.max_connections == 0 {
         // Past the file limit accept() fails and clients hang in the
         // backlog; below it, the server can still answer them 503.
@@ -123,6 +124,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
+            .ring_depth(ring_depth)
             .spawn(move || runtime::run(id, shared, listeners, events, rx))
             .map_err(|e| ServerError::Executor {
                 shard: id,
@@ -146,6 +148,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         shards = config.shards,
         nofile = limits.nofile,
         memlock = limits.memlock,
+        ring_depth,
+        ring_reason,
         max_connections = config.max_connections,
         max_sockets = config.max_sockets,
         send_path = ?config.send_path,

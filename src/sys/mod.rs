@@ -2,5 +2,6 @@
 //! signals. Nothing here knows about HTTP, WebSockets or shards.
 
 pub mod limits;
+pub mod rings;
 pub mod signals;
 pub mod sockets;
