@@ -386,20 +386,22 @@ async fn connect(index: usize, plan: &Plan, query: &str) -> Result<(Stream, Vec<
     Ok((stream, leftover))
 }
 
-/// "HTTP 503 Service Unavailable: {body}" for a refused upgrade.
+/// "HTTP 503 Service Unavailable, Retry-After 5: {body}" for a refused
+/// upgrade (the Retry-After part only when the server sent one).
 async fn refusal(
     stream: &mut (impl AsyncRead + Unpin),
     status: &str,
     head: &str,
     mut body: Vec<u8>,
 ) -> String {
-    let length = head
-        .lines()
-        .find_map(|l| {
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
+    };
+    let length = header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0)
         .min(1024);
     let mut chunk = [0u8; 1024];
@@ -411,7 +413,10 @@ async fn refusal(
     }
     let status = status.trim_start_matches("HTTP/1.1 ");
     let body = String::from_utf8_lossy(&body);
-    format!("HTTP {status}: {}", body.trim())
+    match header("retry-after") {
+        Some(after) => format!("HTTP {status}, Retry-After {after}: {}", body.trim()),
+        None => format!("HTTP {status}: {}", body.trim()),
+    }
 }
 
 fn connect_error(e: &io::Error) -> String {

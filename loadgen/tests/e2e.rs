@@ -205,7 +205,9 @@ fn connections_past_the_server_limit_are_reported_with_its_reason() {
     let refusals = r.get("refusals").unwrap().as_object().unwrap();
     let (reason, count) = refusals.iter().next().unwrap();
     assert!(
-        reason.contains("503") && reason.contains("connection limit (40)"),
+        reason.contains("503")
+            && reason.contains("Retry-After 5")
+            && reason.contains("connection limit (40)"),
         "{reason}"
     );
     assert_eq!(count.as_u64(), Some(20));
