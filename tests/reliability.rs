@@ -185,34 +185,40 @@ fn slowloris_connections_are_cut_at_the_handshake_timeout_while_clients_are_serv
     assert_eq!(status, 200);
 }
 
-/// Malformed upgrade requests, each with the reason the server gives it.
-const MALFORMED: [(&[u8], &str, &str); 6] = [
+/// Malformed upgrade requests: each with the status and message the server
+/// answers, and the `shardcast_requests_rejected_total` reason it counts.
+const MALFORMED: [(&[u8], &str, &str, &str); 6] = [
     (
         b"GET /ws/user HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
         "HTTP/1.1 400",
         "missing Sec-WebSocket-Key",
+        "bad_handshake",
     ),
     (
         b"GET /ws/user HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         "HTTP/1.1 400",
         "Sec-WebSocket-Version must be 13",
+        "bad_handshake",
     ),
     (
         b"GET /ws/user HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abc\r\n\r\n",
         "HTTP/1.1 400",
         "Sec-WebSocket-Key must be 16 bytes in base64",
+        "bad_handshake",
     ),
     (
         b"GET /ws/user HTTP/1.1\r\nHost: x\r\n\r\n",
         "HTTP/1.1 426",
         "only accepts WebSocket upgrades",
+        "bad_handshake",
     ),
     (
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 a TLS hello on the plain port\r\n\r\n",
         "HTTP/1.1 400",
         "malformed request",
+        "bad_request",
     ),
-    (b"\x00\xff GARBAGE\r\n\r\n", "HTTP/1.1 400", "malformed request"),
+    (b"\x00\xff GARBAGE\r\n\r\n", "HTTP/1.1 400", "malformed request", "bad_request"),
 ];
 
 #[test]
@@ -222,57 +228,33 @@ fn a_flood_of_malformed_handshakes_and_oversize_frames_is_counted_and_closed() {
     let token = token("flood", &["user"]);
     let mut healthy = Sub::connect(&server, &format!("/ws/user?token={token}"), None);
     assert!(healthy.wait(|s| !s.messages.is_empty()));
-    let addr = server.addr;
     const THREADS: usize = 4;
     const ROUNDS: usize = 50;
-    // Each thread: ROUNDS of every malformed request, and ROUNDS upgraded
-    // connections that each send one frame over the message limit.
-    let flood: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let token = token.clone();
-            thread::spawn(move || {
+    thread::scope(|scope| {
+        // Each thread: ROUNDS of every malformed request, and ROUNDS upgraded
+        // connections that each send one frame over the message limit.
+        for _ in 0..THREADS {
+            scope.spawn(|| {
                 for _ in 0..ROUNDS {
-                    for (request, status, message) in MALFORMED {
-                        let mut s = TcpStream::connect(addr).unwrap();
-                        s.set_read_timeout(Some(DEADLINE)).unwrap();
+                    for (request, status, message, _) in MALFORMED {
+                        let mut s = server.tcp();
                         s.write_all(request).unwrap();
                         let answer = read_to_close(&mut s);
                         assert!(answer.starts_with(status) && answer.contains(message), "{answer}");
                     }
-                    let mut s = TcpStream::connect(addr).unwrap();
-                    s.set_read_timeout(Some(DEADLINE)).unwrap();
-                    write!(
-                        s,
-                        "GET /ws/user?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-                         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-                    )
-                    .unwrap();
-                    let head = read_head(&mut s);
-                    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                    let mut s = server.raw_ws(&format!("/ws/user?token={token}"));
                     s.write_all(&client_frame(0x82, &[7u8; 1001])).unwrap();
-                    // The connected event may come first; then the close.
-                    let close = loop {
-                        match read_frame(&mut s) {
-                            Some((0x88, payload)) => break u16::from_be_bytes([payload[0], payload[1]]),
-                            Some(_) => continue,
-                            None => panic!("no close frame for an oversize message"),
-                        }
-                    };
-                    assert_eq!(close, 1009);
+                    assert_eq!(read_close(&mut s).map(|c| c.0), Some(1009));
                 }
-            })
-        })
-        .collect();
-    // The healthy client keeps getting events while the flood goes on.
-    let mut publisher = Publisher::new(&server);
-    for seq in 0..20u64 {
-        publisher.publish("type:user", "healthy", &format!(r#"{{"seq":{seq}}}"#));
-        healthy.pump();
-    }
-    for t in flood {
-        t.join().unwrap();
-    }
+            });
+        }
+        // The healthy client keeps getting events while the flood goes on.
+        let mut publisher = Publisher::new(&server);
+        for seq in 0..20u64 {
+            publisher.publish("type:user", "healthy", &format!(r#"{{"seq":{seq}}}"#));
+            healthy.pump();
+        }
+    });
     assert!(
         healthy.wait(|s| s.messages.len() > 20),
         "the healthy client got {} of 20 events",
@@ -283,15 +265,18 @@ fn a_flood_of_malformed_handshakes_and_oversize_frames_is_counted_and_closed() {
     let (status, text) = server.get("/metrics");
     assert_eq!(status, 200);
     let n = (THREADS * ROUNDS) as f64;
-    let rejected = |reason: &str| {
-        metric_sum(
-            &text,
-            "shardcast_requests_rejected_total",
-            &format!(r#"reason="{reason}""#),
-        )
-    };
-    assert_eq!(rejected("bad_handshake"), 4.0 * n, "{text}");
-    assert_eq!(rejected("bad_request"), 2.0 * n, "{text}");
+    for reason in ["bad_handshake", "bad_request"] {
+        let kinds = MALFORMED.iter().filter(|m| m.3 == reason).count() as f64;
+        assert_eq!(
+            metric_sum(
+                &text,
+                "shardcast_requests_rejected_total",
+                &format!(r#"reason="{reason}""#),
+            ),
+            kinds * n,
+            "{reason}: {text}"
+        );
+    }
     assert_eq!(
         metric_sum(
             &text,
