@@ -67,18 +67,15 @@ pub async fn run(
     })
     .detach();
     let sweeper = glommio::spawn_local(sweep(shard.clone())).detach();
-    // A cross-thread wake (flume's) reaches a sleeping executor late in the
-    // default queue; a latency-sensitive queue makes the reactor wake for it.
-    // Its latency is also how long a fan-out runs before the shard's other
-    // tasks (accepts, handshakes, publishes) get the core back: measured
-    // with bench/shared-core, 250 µs halves their p50 during a fan-out
-    // against 1 ms, at no cost in deliveries/s.
+    // The dispatcher's own queue, with an equal share of the core beside
+    // the default one. Not latency-sensitive: the dispatcher hands the core
+    // back by itself (`dispatcher::SLICE`), and a short latency would arm a
+    // short preempt timer, which is what lets glommio 0.9 park with a
+    // runnable task (see `dispatcher::step_aside`). A cross-thread wake
+    // still reaches a sleeping executor at once: glommio writes its eventfd
+    // whenever the executor has said it is going to sleep.
     let executor = glommio::executor();
-    let queue = executor.create_task_queue(
-        Shares::default(),
-        Latency::Matters(Duration::from_micros(250)),
-        "dispatch",
-    );
+    let queue = executor.create_task_queue(Shares::default(), Latency::NotImportant, "dispatch");
     let dispatcher = glommio::spawn_local_into(dispatcher::run(shard.clone(), events), queue)
         .map(|task| task.detach())
         .map_err(|e| tracing::error!(shard = id, error = %e, "cannot start the dispatcher"))
