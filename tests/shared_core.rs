@@ -128,3 +128,63 @@ fn clients_joining_during_a_large_fanout_get_every_later_event_exactly_once() {
         "no join of {joined} waited for a round:\n{metrics}"
     );
 }
+
+/// Every shard hands its core back during a long round: the shard that
+/// accepted the publishes as much as the one their events reached through
+/// its channel. (Before, the accepting shard's rounds ran unbroken: its
+/// preempt timer was still the HTTP task's 100 ms when the round began.)
+#[test]
+fn every_shard_yields_during_a_long_round_the_publishing_one_too() {
+    raise_nofile();
+    let server = Server::start(&[]);
+    let path = user_path();
+    let mut crowd = Subscribers {
+        conns: (0..SUBSCRIBERS)
+            .map(|_| Sub::connect(&server, &path, None))
+            .collect(),
+    };
+    assert!(
+        crowd.wait_for(1, DEADLINE),
+        "every subscriber gets its connected event"
+    );
+    let (_, metrics) = server.get("/metrics");
+    let shards = ["0", "1"];
+    for shard in shards {
+        let held = metric_sum(
+            &metrics,
+            "shardcast_connections",
+            &format!("shard=\"{shard}\",client_type=\"any\""),
+        );
+        // A round of this many sends takes milliseconds: many slices.
+        assert!(
+            held >= 200.0,
+            "shard {shard} holds {held} subscribers:\n{metrics}"
+        );
+    }
+
+    // One keep-alive connection: every publish is accepted by one shard.
+    let mut publisher = Publisher::new(&server);
+    let events = 20;
+    for seq in 1..=events {
+        publisher.publish("type:user", "product.approved", &format!(r#"{{"seq":{seq}}}"#));
+    }
+    assert!(
+        crowd.wait_for(1 + events, DEADLINE),
+        "every subscriber gets every event"
+    );
+    for sub in &crowd.conns {
+        let got: Vec<u64> = sub.messages[1..].iter().map(|m| offset_of(m, false)).collect();
+        let first = offset_of(&sub.messages[0], true) + 1;
+        assert_eq!(got, (first..first + events as u64).collect::<Vec<_>>());
+    }
+
+    let (_, metrics) = server.get("/metrics");
+    for shard in shards {
+        let yields = metric_sum(
+            &metrics,
+            "shardcast_dispatch_yields_total",
+            &format!("shard=\"{shard}\""),
+        );
+        assert!(yields > 0.0, "shard {shard} never yielded:\n{metrics}");
+    }
+}
