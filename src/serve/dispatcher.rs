@@ -90,7 +90,9 @@ pub async fn run(shard: Rc<Shard>, rx: flume::Receiver<Arc<Batch>>) {
 /// shard at that point, which on shared cores it does: unpinned next to the
 /// load generator, one round in ten stalled for 100–500 ms, always on a
 /// shard that had yielded mid-round. A sleeping task leaves its timer
-/// registered, so the executor never sleeps past it.
+/// registered, so the executor never sleeps past it; and once the timer
+/// has fired, no short preempt timer can open the window again, since the
+/// dispatch queue is not latency-sensitive (`serve::runtime`).
 async fn step_aside() {
     glommio::timer::sleep(Duration::from_micros(1)).await;
 }
