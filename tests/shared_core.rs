@@ -36,20 +36,27 @@ fn assert_exact(sub: &Sub, last: u64, who: &str) {
     assert_eq!(got, want, "{who}: joined at {start}");
 }
 
-#[test]
-fn clients_joining_during_a_large_fanout_get_every_later_event_exactly_once() {
-    raise_nofile();
-    let server = Server::start(&[]);
+/// `SUBSCRIBERS` clients on `type:user`, each past its connected event.
+fn connected_crowd(server: &Server) -> Subscribers {
     let path = user_path();
     let mut crowd = Subscribers {
         conns: (0..SUBSCRIBERS)
-            .map(|_| Sub::connect(&server, &path, None))
+            .map(|_| Sub::connect(server, &path, None))
             .collect(),
     };
     assert!(
         crowd.wait_for(1, DEADLINE),
         "every subscriber gets its connected event"
     );
+    crowd
+}
+
+#[test]
+fn clients_joining_during_a_large_fanout_get_every_later_event_exactly_once() {
+    raise_nofile();
+    let server = Server::start(&[]);
+    let path = user_path();
+    let mut crowd = connected_crowd(&server);
 
     // One event at a time, each POSTed after the previous 202, as a backend
     // publishes: every round is a fan-out to the whole crowd.
@@ -137,16 +144,7 @@ fn clients_joining_during_a_large_fanout_get_every_later_event_exactly_once() {
 fn every_shard_yields_during_a_long_round_the_publishing_one_too() {
     raise_nofile();
     let server = Server::start(&[]);
-    let path = user_path();
-    let mut crowd = Subscribers {
-        conns: (0..SUBSCRIBERS)
-            .map(|_| Sub::connect(&server, &path, None))
-            .collect(),
-    };
-    assert!(
-        crowd.wait_for(1, DEADLINE),
-        "every subscriber gets its connected event"
-    );
+    let mut crowd = connected_crowd(&server);
     let (_, metrics) = server.get("/metrics");
     let shards = ["0", "1"];
     for shard in shards {
@@ -172,10 +170,9 @@ fn every_shard_yields_during_a_long_round_the_publishing_one_too() {
         crowd.wait_for(1 + events, DEADLINE),
         "every subscriber gets every event"
     );
-    for sub in &crowd.conns {
-        let got: Vec<u64> = sub.messages[1..].iter().map(|m| offset_of(m, false)).collect();
-        let first = offset_of(&sub.messages[0], true) + 1;
-        assert_eq!(got, (first..first + events as u64).collect::<Vec<_>>());
+    for (i, sub) in crowd.conns.iter().enumerate() {
+        let last = offset_of(&sub.messages[0], true) + events as u64;
+        assert_exact(sub, last, &format!("subscriber {i}"));
     }
 
     let (_, metrics) = server.get("/metrics");
